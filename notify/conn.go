@@ -1,0 +1,428 @@
+package notify
+
+import (
+	"context"
+	"slices"
+	"sync"
+)
+
+// ConnOptions configures a connection made by Hub.Connect.
+type ConnOptions struct {
+	// Wake, if set, is called each time the queue goes
+	// from empty to non-empty, and when the connection closes. It runs on
+	// the dispatching goroutine: it must not block nor call back into the
+	// Conn (start or nudge the writer, nothing more). Without Wake the
+	// connection signals Ready instead.
+	Wake func()
+}
+
+// Conn is one client connection registered with a hub: its subscriptions and
+// its bounded outgoing queue. The transport that owns it reads commands,
+// calls Subscribe/Unsubscribe/Send, and runs a writer that waits for Ready
+// (or Wake) and writes what Drain returns. It must call Close when the
+// connection ends.
+//
+// All methods are safe for concurrent use.
+type Conn struct {
+	hub   *Hub
+	user  string
+	wake  func()        // immutable
+	ready chan struct{} // capacity 1; signalled when wake is nil
+	done  chan struct{} // closed by closeLocked
+
+	mu        sync.Mutex
+	q         ring                     // guarded by mu
+	subs      map[string]*subscription // guarded by mu
+	closed    bool                     // guarded by mu
+	err       error                    // why it closed; guarded by mu
+	spaceWait chan struct{}            // closed when Drain makes room; guarded by mu
+}
+
+// subscription is one channel of one connection.
+type subscription struct {
+	conn    *Conn
+	channel string
+	index   int // position in its channelState.subs; guarded by that state's mu
+
+	// Guarded by conn.mu:
+	buffering bool        // set until its resume is done; live messages go to pending
+	pending   []*Envelope // live messages held while buffering
+	last      ID          // last message ID queued for this subscription
+	removed   bool        // unsubscribed or closed; deliveries are dropped
+	lost      bool        // the broker lost messages while buffering
+}
+
+// User returns the user the connection was made for ("" if anonymous).
+func (c *Conn) User() string { return c.user }
+
+// Ready is signalled when the queue goes from empty to non-empty (only when
+// ConnOptions.Wake is nil).
+func (c *Conn) Ready() <-chan struct{} { return c.ready }
+
+// Done is closed when the connection is closed, by Close or by the hub (a
+// lagging connection, a hub shutdown).
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection closed, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Channels returns the channels the connection is subscribed to, sorted.
+func (c *Conn) Channels() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	chans := make([]string, 0, len(c.subs))
+	for ch := range c.subs {
+		chans = append(chans, ch)
+	}
+	slices.Sort(chans)
+	return chans
+}
+
+// Drain appends everything queued to dst, oldest first, and returns it. A
+// writer calls it after Ready and writes the whole batch at once.
+func (c *Conn) Drain(dst []*Envelope) []*Envelope {
+	c.mu.Lock()
+	dst = c.q.popAll(dst)
+	if c.spaceWait != nil {
+		close(c.spaceWait)
+		c.spaceWait = nil
+	}
+	c.mu.Unlock()
+	return dst
+}
+
+// Send queues a notice (a pong, an ack, an error) behind everything already
+// queued, waiting for room while the queue is full. It fails once the
+// connection is closed or ctx is done.
+func (c *Conn) Send(ctx context.Context, e *Envelope) error {
+	return c.enqueueWait(ctx, e)
+}
+
+// SubscribeRequest asks to subscribe a connection to a channel.
+type SubscribeRequest struct {
+	Channel string
+	// Since is the position to resume after: the last message ID the client
+	// saw on the channel. Empty means live messages only; "0-0" means
+	// everything retained.
+	Since string
+	// Ref is echoed in the subscribed notice.
+	Ref string
+}
+
+// Subscribe subscribes the connection to a channel. On success it has queued
+// a subscribed notice; then, when resuming, a gap notice if messages after
+// the position are no longer retained, every retained message after the
+// position in order; then live messages, with nothing lost or repeated at the
+// seam. Access control is the caller's.
+//
+// Subscribe blocks while it replays history into a full queue; the
+// connection's writer must keep draining meanwhile.
+func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
+	if err := ValidateChannel(req.Channel); err != nil {
+		return err
+	}
+	var since ID
+	resume := req.Since != ""
+	if resume {
+		var err error
+		if since, err = ParseID(req.Since); err != nil {
+			return err
+		}
+	}
+	s := &subscription{conn: c, channel: req.Channel, buffering: true}
+	if err := c.addSubscription(s); err != nil {
+		return err
+	}
+	h := c.hub
+	if err := h.attach(ctx, s); err != nil {
+		c.forget(s)
+		return err
+	}
+	// Registered and buffering: every message published from here on is in
+	// s.pending, and everything before is in history.
+	var page History
+	if resume {
+		var err error
+		if page, err = h.broker.History(ctx, req.Channel, since, h.cfg.HistoryPage); err != nil {
+			c.forget(s)
+			h.detach(s)
+			return err
+		}
+	}
+	if err := c.enqueueWait(ctx, &Envelope{Type: TypeSubscribed, Channel: req.Channel, Ref: req.Ref}); err != nil {
+		c.forget(s)
+		h.detach(s)
+		return err
+	}
+	last := since
+	if resume {
+		var err error
+		if last, err = c.replay(ctx, req.Channel, since, page); err != nil {
+			// The client saw "subscribed" and part of the history: close
+			// so that it reconnects and resumes from what it received.
+			c.Close(err)
+			return err
+		}
+	}
+	c.release(s, last)
+	return nil
+}
+
+// replay queues history pages from first on, returning the last ID queued.
+func (c *Conn) replay(ctx context.Context, channel string, since ID, page History) (ID, error) {
+	last := since
+	for {
+		if page.Gap {
+			if err := c.enqueueWait(ctx, &Envelope{Type: TypeGap, Channel: channel, Since: last}); err != nil {
+				return last, err
+			}
+		}
+		for _, m := range page.Messages {
+			if err := c.enqueueWait(ctx, m); err != nil {
+				return last, err
+			}
+			last = m.ID
+		}
+		if len(page.Messages) < c.hub.cfg.HistoryPage {
+			return last, nil
+		}
+		var err error
+		if page, err = c.hub.broker.History(ctx, channel, last, c.hub.cfg.HistoryPage); err != nil {
+			return last, err
+		}
+	}
+}
+
+// release ends buffering: it queues the held live messages that follow last
+// and switches s to live delivery.
+func (c *Conn) release(s *subscription, last ID) {
+	c.mu.Lock()
+	if s.removed {
+		c.mu.Unlock()
+		return
+	}
+	wasEmpty := c.q.len() == 0
+	s.last = last
+	if s.lost {
+		if c.q.len() >= c.hub.cfg.QueueLength {
+			c.lagLocked()
+			return
+		}
+		c.q.push(&Envelope{Type: TypeGap, Channel: s.channel, Since: s.last})
+	}
+	for _, m := range s.pending {
+		if !m.ID.After(s.last) {
+			continue
+		}
+		if c.q.len() >= c.hub.cfg.QueueLength {
+			c.lagLocked()
+			return
+		}
+		c.q.push(m)
+		s.last = m.ID
+	}
+	s.pending, s.buffering = nil, false
+	signal := wasEmpty && c.q.len() > 0
+	c.mu.Unlock()
+	if signal {
+		c.signal()
+	}
+}
+
+// Unsubscribe removes the connection's subscription to channel and queues an
+// unsubscribed notice echoing ref. No message of the channel follows it.
+func (c *Conn) Unsubscribe(ctx context.Context, channel, ref string) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	s := c.subs[channel]
+	if s == nil {
+		c.mu.Unlock()
+		return errorf(ErrNotSubscribed, "not subscribed to channel %q", truncate(channel))
+	}
+	delete(c.subs, channel)
+	s.removed = true
+	s.pending = nil
+	c.mu.Unlock()
+	c.hub.detach(s)
+	return c.enqueueWait(ctx, &Envelope{Type: TypeUnsubscribed, Channel: channel, Ref: ref})
+}
+
+// Close closes the connection with reason (nil means ErrClosed) and removes
+// its subscriptions. It is idempotent; the first reason wins.
+func (c *Conn) Close(reason error) {
+	if reason == nil {
+		reason = ErrClosed
+	}
+	c.mu.Lock()
+	subs := c.closeLocked(reason)
+	c.mu.Unlock()
+	c.hub.afterClose(c, subs)
+}
+
+// closeLocked marks the connection closed and returns the subscriptions to
+// detach (nil if it was closed already).
+func (c *Conn) closeLocked(reason error) []*subscription {
+	if c.closed {
+		return nil
+	}
+	c.closed, c.err = true, reason
+	subs := make([]*subscription, 0, len(c.subs))
+	for _, s := range c.subs {
+		s.removed, s.pending = true, nil
+		subs = append(subs, s)
+	}
+	c.subs = nil
+	c.q = ring{}
+	close(c.done)
+	if c.spaceWait != nil {
+		close(c.spaceWait)
+		c.spaceWait = nil
+	}
+	return subs
+}
+
+// lagLocked closes a connection whose queue overflowed. It is called with
+// c.mu held, from delivery paths that must not block: it unlocks c.mu and
+// leaves the clean-up to a goroutine.
+func (c *Conn) lagLocked() {
+	subs := c.closeLocked(ErrLagged)
+	c.mu.Unlock()
+	if subs != nil {
+		c.hub.stats.lagged.Add(1)
+		go c.hub.afterClose(c, subs)
+	}
+}
+
+func (c *Conn) addSubscription(s *subscription) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return ErrClosed
+	case c.subs[s.channel] != nil:
+		return errorf(ErrAlreadySubscribed, "already subscribed to channel %q", s.channel)
+	case len(c.subs) >= c.hub.cfg.MaxChannels:
+		return errorf(ErrTooManyChannels, "a connection may subscribe to at most %d channels", c.hub.cfg.MaxChannels)
+	}
+	c.subs[s.channel] = s
+	return nil
+}
+
+// forget removes s from the connection's subscriptions if it is still there.
+func (c *Conn) forget(s *subscription) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs[s.channel] == s {
+		delete(c.subs, s.channel)
+	}
+	s.removed, s.pending = true, nil
+}
+
+// deliver queues a live message of s's channel. It never blocks: a full
+// queue closes the connection with ErrLagged.
+func (c *Conn) deliver(s *subscription, m *Envelope) {
+	c.mu.Lock()
+	if s.removed {
+		c.mu.Unlock()
+		return
+	}
+	if s.buffering {
+		if len(s.pending) >= c.hub.cfg.QueueLength {
+			c.lagLocked()
+			return
+		}
+		s.pending = append(s.pending, m)
+		c.mu.Unlock()
+		return
+	}
+	if !m.ID.After(s.last) {
+		c.mu.Unlock()
+		return
+	}
+	if c.q.len() >= c.hub.cfg.QueueLength {
+		c.lagLocked()
+		return
+	}
+	wasEmpty := c.q.len() == 0
+	c.q.push(m)
+	s.last = m.ID
+	c.mu.Unlock()
+	if wasEmpty {
+		c.signal()
+	}
+}
+
+// lost queues a gap notice on s: messages after s.last were lost upstream.
+func (c *Conn) lost(s *subscription) {
+	c.mu.Lock()
+	if s.removed {
+		c.mu.Unlock()
+		return
+	}
+	if s.buffering {
+		// A notice now would come before the history being replayed:
+		// release sends it after the history instead.
+		s.lost = true
+		c.mu.Unlock()
+		return
+	}
+	gap := &Envelope{Type: TypeGap, Channel: s.channel, Since: s.last}
+	if c.q.len() >= c.hub.cfg.QueueLength {
+		c.lagLocked()
+		return
+	}
+	wasEmpty := c.q.len() == 0
+	c.q.push(gap)
+	c.mu.Unlock()
+	if wasEmpty {
+		c.signal()
+	}
+}
+
+func (c *Conn) enqueueWait(ctx context.Context, e *Envelope) error {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			err := c.err
+			c.mu.Unlock()
+			return err
+		}
+		if c.q.len() < c.hub.cfg.QueueLength {
+			wasEmpty := c.q.len() == 0
+			c.q.push(e)
+			c.mu.Unlock()
+			if wasEmpty {
+				c.signal()
+			}
+			return nil
+		}
+		if c.spaceWait == nil {
+			c.spaceWait = make(chan struct{})
+		}
+		wait := c.spaceWait
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Conn) signal() {
+	if c.wake != nil {
+		c.wake()
+		return
+	}
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,382 @@
+// Package redisbroker is Herald's Redis broker: each channel's history is a
+// Redis Stream, and live messages travel by Redis Pub/Sub between instances.
+//
+// Publish is one round trip: a Lua script XADDs the message to the channel's
+// stream (MAXLEN ~ HistorySize, expiry HistoryTTL) and PUBLISHes its ID and
+// payload. Each instance holds one Pub/Sub subscription per channel with
+// local subscribers, spread over a few Pub/Sub connections, and after every
+// subscribe confirmation — the first and each one after a reconnect — catches
+// the channel up from its stream, so a dropped Pub/Sub connection, a Redis
+// restart or a pause loses nothing that the stream still holds.
+//
+// Redis must persist the streams (AOF) for messages to survive a Redis
+// restart; see docs/architecture.md.
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/notify"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config configures a Broker. Zero values are the defaults.
+type Config struct {
+	// Client is the Redis client. Required; the caller closes it after the
+	// broker.
+	Client *redis.Client
+	// Prefix starts every key and Pub/Sub channel. Default "herald:".
+	Prefix string
+	// HistorySize is the approximate number of messages each channel's
+	// stream retains (XADD MAXLEN ~). Default 1000.
+	HistorySize int64
+	// HistoryTTL expires a channel's stream after that long without a
+	// publish. Default 24h.
+	HistoryTTL time.Duration
+	// MaxPayload bounds a message's data. Default notify.DefaultMaxPayload.
+	MaxPayload int
+	// PubSubConns is the number of Pub/Sub connections channels are spread
+	// over. Default 4.
+	PubSubConns int
+	// HealthCheck is how often an idle Pub/Sub connection is pinged; one
+	// that does not answer within another HealthCheck is replaced.
+	// Default 2s.
+	HealthCheck time.Duration
+	// Logger; nil means silent.
+	Logger *slog.Logger
+}
+
+// Broker is a notify.Broker on Redis. Close stops its Pub/Sub connections.
+type Broker struct {
+	cfg    Config
+	rdb    *redis.Client
+	shards []*shard
+
+	ctx          context.Context // cancelled by Close
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup // the shards' goroutines and catch-ups
+	catchUpSlots chan struct{}  // bounds concurrent catch-ups
+
+	stats brokerStats
+}
+
+var _ notify.Broker = (*Broker)(nil)
+var _ notify.BatchPublisher = (*Broker)(nil)
+
+// New returns a Broker and starts its Pub/Sub read loops.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("redisbroker: Config.Client is required")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "herald:"
+	}
+	if cfg.HistorySize <= 0 {
+		cfg.HistorySize = 1000
+	}
+	if cfg.HistoryTTL <= 0 {
+		cfg.HistoryTTL = 24 * time.Hour
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = notify.DefaultMaxPayload
+	}
+	if cfg.PubSubConns <= 0 {
+		cfg.PubSubConns = 4
+	}
+	if cfg.HealthCheck <= 0 {
+		cfg.HealthCheck = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Broker{cfg: cfg, rdb: cfg.Client, catchUpSlots: make(chan struct{}, maxConcurrentCatchUps)}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	// Load the scripts now so the first publish is one round trip; if Redis
+	// is down, run loads them later.
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	_ = publishScript.Load(ctx, b.rdb).Err()
+	_ = historyScript.Load(ctx, b.rdb).Err()
+	cancel()
+	for i := 0; i < cfg.PubSubConns; i++ {
+		s := newShard(b, i)
+		b.shards = append(b.shards, s)
+		b.wg.Add(2)
+		go s.readLoop()
+		go s.healthLoop()
+	}
+	return b, nil
+}
+
+// Close stops the Pub/Sub connections and waits for the broker's
+// goroutines. Subscriptions end; the Redis client stays open.
+func (b *Broker) Close() error {
+	b.cancel()
+	for _, s := range b.shards {
+		s.close()
+	}
+	b.wg.Wait()
+	return nil
+}
+
+// Ping checks that Redis answers, for readiness probes.
+func (b *Broker) Ping(ctx context.Context) error {
+	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		return notify.Unavailable("ping", err)
+	}
+	return nil
+}
+
+// streamKey and pubsubChannel share the hash tag {channel}, so on Redis
+// Cluster a channel's stream and Pub/Sub channel live in one slot.
+func (b *Broker) streamKey(channel string) string {
+	return b.cfg.Prefix + "{" + channel + "}:h"
+}
+
+func (b *Broker) pubsubChannel(channel string) string {
+	return b.cfg.Prefix + "{" + channel + "}"
+}
+
+// publishScript stores the message and publishes "<id>\n<event>\n<data>" in
+// one round trip. KEYS[1] stream; ARGV: maxlen, ttl ms, event, data, Pub/Sub
+// channel.
+var publishScript = redis.NewScript(`
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3], 'd', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[5], id .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+return id
+`)
+
+// Publish implements notify.Publisher.
+func (b *Broker) Publish(ctx context.Context, p notify.Publication) (notify.ID, error) {
+	data, err := p.Normalize(b.cfg.MaxPayload)
+	if err != nil {
+		return notify.ID{}, err
+	}
+	res, err := b.run(ctx, publishScript, []string{b.streamKey(p.Channel)}, b.publishArgs(p, data)...).Text()
+	if err != nil {
+		b.stats.errors.Add(1)
+		return notify.ID{}, notify.Unavailable("publish", err)
+	}
+	return notify.ParseID(res)
+}
+
+func (b *Broker) publishArgs(p notify.Publication, data []byte) []any {
+	return []any{b.cfg.HistorySize, b.cfg.HistoryTTL.Milliseconds(), p.Event, data, b.pubsubChannel(p.Channel)}
+}
+
+// run runs a script by its SHA: one round trip. If Redis lost its script
+// cache (a restart), it loads the script and runs it again; go-redis's
+// Script.Run would instead send the whole script with EVAL on every call.
+func (b *Broker) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	cmd := s.EvalSha(ctx, b.rdb, keys, args...)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if err := s.Load(ctx, b.rdb).Err(); err != nil {
+			return cmd
+		}
+		cmd = s.EvalSha(ctx, b.rdb, keys, args...)
+	}
+	return cmd
+}
+
+// PublishBatch implements notify.BatchPublisher: the whole batch is validated
+// first (an invalid message publishes nothing), then sent in one pipeline.
+func (b *Broker) PublishBatch(ctx context.Context, ps []notify.Publication) ([]notify.ID, error) {
+	datas := make([][]byte, len(ps))
+	for i := range ps {
+		d, err := ps[i].Normalize(b.cfg.MaxPayload)
+		if err != nil {
+			return nil, fmt.Errorf("message %d: %w", i, err)
+		}
+		datas[i] = d
+	}
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	// EVALSHA in a pipeline: load the script once if Redis lost it.
+	run := func() ([]*redis.Cmd, error) {
+		pipe := b.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(ps))
+		for i, p := range ps {
+			cmds[i] = publishScript.EvalSha(ctx, pipe, []string{b.streamKey(p.Channel)}, b.publishArgs(p, datas[i])...)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = publishScript.Load(ctx, b.rdb).Err(); err == nil {
+			cmds, err = run()
+		}
+	}
+	ids := make([]notify.ID, 0, len(ps))
+	for _, c := range cmds {
+		s, cerr := c.Text()
+		if cerr != nil {
+			break
+		}
+		id, perr := notify.ParseID(s)
+		if perr != nil {
+			break
+		}
+		ids = append(ids, id)
+	}
+	if err != nil {
+		b.stats.errors.Add(1)
+		return ids, notify.Unavailable("publish batch", err)
+	}
+	return ids, nil
+}
+
+// historyScript returns {0} for a missing stream, else {1, last-generated-id,
+// max-deleted-entry-id, recorded-first-entry-id, trimmed (entries-added minus
+// length), entries after ARGV[1] (exclusive), at most ARGV[2]}.
+var historyScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local f = {}
+for i = 1, #info, 2 do f[info[i]] = info[i+1] end
+return {1, f['last-generated-id'], f['max-deleted-entry-id'], f['recorded-first-entry-id'],
+  f['entries-added'] - f['length'],
+  redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+`)
+
+// History implements notify.Broker in one round trip.
+func (b *Broker) History(ctx context.Context, channel string, after notify.ID, limit int) (notify.History, error) {
+	if err := notify.ValidateChannel(channel); err != nil {
+		return notify.History{}, err
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	res, err := b.run(ctx, historyScript, []string{b.streamKey(channel)}, after.String(), limit).Slice()
+	if err != nil {
+		b.stats.errors.Add(1)
+		return notify.History{}, notify.Unavailable("history", err)
+	}
+	return b.parseHistory(channel, after, res)
+}
+
+func (b *Broker) parseHistory(channel string, after notify.ID, res []any) (notify.History, error) {
+	if len(res) == 1 {
+		// No stream: nothing was published, or the history expired or
+		// was lost. Only a client with a position can have missed
+		// something.
+		return notify.History{Gap: !after.IsZero()}, nil
+	}
+	if len(res) != 6 {
+		return notify.History{}, fmt.Errorf("redisbroker: history reply has %d elements", len(res))
+	}
+	last, err1 := notify.ParseID(fmt.Sprint(res[1]))
+	maxDeleted, err2 := notify.ParseID(fmt.Sprint(res[2]))
+	first, err3 := notify.ParseID(fmt.Sprint(res[3]))
+	trimmed, _ := res[4].(int64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return notify.History{}, fmt.Errorf("redisbroker: malformed stream info: %w", err)
+	}
+	if after.After(last) {
+		return notify.History{}, &notify.Error{Code: notify.ErrUnknownPosition.Code,
+			Message: fmt.Sprintf("position %s is after the last message %s of channel %q", after, last, channel)}
+	}
+	// MAXLEN trimming removes the oldest entries and does not record their
+	// IDs (max-deleted-entry-id counts only XDEL). A position before the
+	// first retained entry of a trimmed stream may have missed trimmed
+	// entries: report a gap. This is conservative: when the position is
+	// itself the last trimmed entry nothing was missed, but Redis keeps no
+	// trace that would tell.
+	gap := after.Compare(maxDeleted) < 0 || (trimmed > 0 && after.Compare(first) < 0)
+	entries, _ := res[5].([]any)
+	h := notify.History{Gap: gap, Messages: make([]*notify.Envelope, 0, len(entries))}
+	for _, e := range entries {
+		m, err := parseEntry(channel, e)
+		if err != nil {
+			return notify.History{}, err
+		}
+		h.Messages = append(h.Messages, m)
+	}
+	return h, nil
+}
+
+// parseEntry decodes a stream entry {id, {"e", event, "d", data}}.
+func parseEntry(channel string, e any) (*notify.Envelope, error) {
+	pair, ok := e.([]any)
+	if !ok || len(pair) != 2 {
+		return nil, fmt.Errorf("redisbroker: malformed stream entry %v", e)
+	}
+	id, err := notify.ParseID(fmt.Sprint(pair[0]))
+	if err != nil {
+		return nil, fmt.Errorf("redisbroker: stream entry ID: %w", err)
+	}
+	fields, _ := pair[1].([]any)
+	var event, data string
+	for i := 0; i+1 < len(fields); i += 2 {
+		v, _ := fields[i+1].(string)
+		switch fields[i] {
+		case "e":
+			event = v
+		case "d":
+			data = v
+		}
+	}
+	return notify.NewMessage(channel, id, event, []byte(data)), nil
+}
+
+// parsePayload decodes a Pub/Sub payload "<id>\n<event>\n<data>".
+func parsePayload(channel, payload string) (*notify.Envelope, error) {
+	idStr, rest, ok1 := strings.Cut(payload, "\n")
+	event, data, ok2 := strings.Cut(rest, "\n")
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("redisbroker: malformed payload on %q", channel)
+	}
+	id, err := notify.ParseID(idStr)
+	if err != nil {
+		return nil, err
+	}
+	return notify.NewMessage(channel, id, event, []byte(data)), nil
+}
+
+// lastID returns the ID of the channel's newest stored message (zero if the
+// stream does not exist).
+func (b *Broker) lastID(ctx context.Context, channel string) (notify.ID, error) {
+	msgs, err := b.rdb.XRevRangeN(ctx, b.streamKey(channel), "+", "-", 1).Result()
+	if err != nil {
+		b.stats.errors.Add(1)
+		return notify.ID{}, notify.Unavailable("subscribe", err)
+	}
+	if len(msgs) == 0 {
+		return notify.ID{}, nil
+	}
+	return notify.ParseID(msgs[0].ID)
+}
+
+// Stats are the broker's counters.
+type Stats struct {
+	Errors     uint64 // failed Redis calls
+	Reconnects uint64 // Pub/Sub subscription confirmations after the first
+	CatchUps   uint64 // messages recovered from streams after a reconnect
+	Lost       uint64 // channels whose catch-up found trimmed history
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	return Stats{
+		Errors:     b.stats.errors.Load(),
+		Reconnects: b.stats.reconnects.Load(),
+		CatchUps:   b.stats.caughtUp.Load(),
+		Lost:       b.stats.lost.Load(),
+	}
+}
+
+func shardOf(channel string, n int) int {
+	var x uint32 = 2166136261
+	for i := 0; i < len(channel); i++ {
+		x ^= uint32(channel[i])
+		x *= 16777619
+	}
+	return int(x % uint32(n))
+}
