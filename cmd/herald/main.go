@@ -1,0 +1,44 @@
+// Command herald is the Herald notification service.
+//
+//	herald serve     run a server (memory broker by default, --redis for Redis)
+//
+// Run `herald <command> --help` for a command's flags.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `Herald — notifications over WebSocket, SSE and HTTP/3.
+
+Usage:
+  herald <command> [flags]
+
+Commands:
+  serve    run a server (embedded memory broker, or Redis with --redis)
+
+Run "herald <command> --help" for a command's flags and examples.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = runServe(args)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "herald: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "herald: %v\n", err)
+		os.Exit(1)
+	}
+}
