@@ -32,7 +32,8 @@ type Broker interface {
 	Subscribe(ctx context.Context, channel string, sink Sink) error
 	Unsubscribe(ctx context.Context, channel string, sink Sink) error
 	// History returns up to limit messages of channel after position after,
-	// oldest first. See History for what the result tells.
+	// oldest first, and the channel's last ID. With limit 0 it returns only
+	// the last ID. See History for what the result tells.
 	History(ctx context.Context, channel string, after ID, limit int) (History, error)
 }
 
@@ -45,6 +46,7 @@ type Broker interface {
 type History struct {
 	Messages []*Envelope
 	Gap      bool
+	Last     ID // the channel's last ID (zero if it has none)
 }
 
 // Sink receives a channel's live messages from a broker. Deliver must not

@@ -114,7 +114,9 @@ type SubscribeRequest struct {
 }
 
 // Subscribe subscribes the connection to a channel. On success it has queued
-// a subscribed notice; then, when resuming, a gap notice if messages after
+// a subscribed notice whose ID is the position the subscription starts
+// after (the given one when resuming, else the channel's last ID); then, when
+// resuming, a gap notice if messages after
 // the position are no longer retained, every retained message after the
 // position in order; then live messages, with nothing lost or repeated at the
 // seam. Access control is the caller's.
@@ -143,24 +145,30 @@ func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 		return err
 	}
 	// Registered and buffering: every message published from here on is in
-	// s.pending, and everything before is in history.
-	var page History
-	if resume {
-		var err error
-		if page, err = h.broker.History(ctx, req.Channel, since, h.cfg.HistoryPage); err != nil {
-			c.forget(s)
-			h.detach(s)
-			return err
-		}
+	// s.pending, and everything before is in history. A live subscription
+	// starts after the channel's last ID, which the subscribed notice
+	// reports: a client that disconnects before any message arrives
+	// resumes from there and misses nothing.
+	limit := h.cfg.HistoryPage
+	if !resume {
+		limit = 0
 	}
-	if err := c.enqueueWait(ctx, &Envelope{Type: TypeSubscribed, Channel: req.Channel, Ref: req.Ref}); err != nil {
+	page, err := h.broker.History(ctx, req.Channel, since, limit)
+	if err != nil {
+		c.forget(s)
+		h.detach(s)
+		return err
+	}
+	if !resume {
+		since = page.Last
+	}
+	if err := c.enqueueWait(ctx, &Envelope{Type: TypeSubscribed, Channel: req.Channel, ID: since, Ref: req.Ref}); err != nil {
 		c.forget(s)
 		h.detach(s)
 		return err
 	}
 	last := since
 	if resume {
-		var err error
 		if last, err = c.replay(ctx, req.Channel, since, page); err != nil {
 			// The client saw "subscribed" and part of the history: close
 			// so that it reconnects and resumes from what it received.

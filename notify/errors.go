@@ -47,7 +47,15 @@ var (
 	ErrClosed             = &Error{Code: "closed", Message: "connection closed"}
 	ErrShutdown           = &Error{Code: "shutdown", Message: "server shutting down"}
 	ErrUnavailable        = &Error{Code: "unavailable", Message: "broker unavailable"}
+	ErrUnauthorized       = &Error{Code: "unauthorized", Message: "missing, invalid or expired credentials"}
+	ErrForbidden          = &Error{Code: "forbidden", Message: "not allowed"}
+	ErrInvalidCommand     = &Error{Code: "invalid_command", Message: "malformed command"}
+	ErrRateLimited        = &Error{Code: "rate_limited", Message: "too many requests"}
 )
+
+// Errorf returns an error of kind's code with a specific message, for
+// packages that report the core's error kinds.
+func Errorf(kind *Error, format string, args ...any) *Error { return errorf(kind, format, args...) }
 
 // errorf returns an error of kind's code with a specific message.
 func errorf(kind *Error, format string, args ...any) *Error {

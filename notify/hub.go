@@ -183,6 +183,22 @@ func (h *Hub) UserConns(user string) []*Conn {
 	return conns
 }
 
+// Conns returns every open connection.
+func (h *Hub) Conns() []*Conn {
+	var conns []*Conn
+	for i := range h.users {
+		us := &h.users[i]
+		us.mu.Lock()
+		for _, cs := range us.conns {
+			for c := range cs {
+				conns = append(conns, c)
+			}
+		}
+		us.mu.Unlock()
+	}
+	return conns
+}
+
 // Stats returns the hub's current counters.
 func (h *Hub) Stats() HubStats {
 	st := HubStats{Delivered: h.stats.delivered.Load(), Lagged: h.stats.lagged.Load()}
@@ -207,18 +223,7 @@ func (h *Hub) Stats() HubStats {
 // subscriptions. The broker itself stays open: it is the caller's.
 func (h *Hub) Close() error {
 	h.closed.Store(true)
-	var conns []*Conn
-	for i := range h.users {
-		us := &h.users[i]
-		us.mu.Lock()
-		for _, cs := range us.conns {
-			for c := range cs {
-				conns = append(conns, c)
-			}
-		}
-		us.mu.Unlock()
-	}
-	for _, c := range conns {
+	for _, c := range h.Conns() {
 		c.Close(ErrShutdown)
 	}
 	for i := range h.channels {

@@ -162,8 +162,8 @@ func (b *MemoryBroker) History(ctx context.Context, channel string, after ID, li
 	if err := ValidateChannel(channel); err != nil {
 		return History{}, err
 	}
-	if limit <= 0 {
-		limit = 100
+	if limit < 0 {
+		limit = 0
 	}
 	c := b.channel(channel, false)
 	if c == nil {
@@ -171,13 +171,13 @@ func (b *MemoryBroker) History(ctx context.Context, channel string, after ID, li
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.ring) == 0 && c.last.IsZero() {
+	if c.last.IsZero() {
 		return History{Gap: !after.IsZero()}, nil
 	}
 	if after.After(c.last) {
 		return History{}, errorf(ErrUnknownPosition, "position %s is after the last message %s of channel %q", after, c.last, channel)
 	}
-	h := History{Gap: after.Compare(c.maxDeleted) < 0}
+	h := History{Gap: after.Compare(c.maxDeleted) < 0, Last: c.last}
 	n := len(c.ring)
 	// Binary search the ring (ordered by ID from start) for the first ID
 	// after the position.

@@ -41,6 +41,7 @@ func Run(t *testing.T, backend Backend) {
 		{"RandomizedResume", testRandomizedResume},
 		{"StalledSubscriber", testStalledSubscriber},
 		{"Unsubscribe", testUnsubscribe},
+		{"ResumeFromSubscribedPosition", testResumeFromSubscribedPosition},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { sc.fn(t, backend) })
@@ -339,4 +340,35 @@ func testUnsubscribe(t *testing.T, backend Backend) {
 	cl.Subscribe(t, "a", "")
 	Publish(t, ctx, b, "a", 4)
 	cl.WaitMessages(t, "a", 2, 10*time.Second)
+}
+
+// testResumeFromSubscribedPosition: a live subscription's subscribed notice
+// carries the position it starts after, so a client that disconnects before
+// any message arrives resumes from there without missing anything.
+func testResumeFromSubscribedPosition(t *testing.T, backend Backend) {
+	b := backend(t, Options{})()
+	ctx := ctxT(t)
+	h := newHub(t, b, notify.HubConfig{})
+	before := Publish(t, ctx, b, "quiet", 0)
+	cl := Connect(t, h)
+	cl.Subscribe(t, "quiet", "")
+	cl.Subscribe(t, "empty", "")
+	envs := cl.WaitFor(t, 5*time.Second, "two subscribed notices", func(e []*notify.Envelope) bool { return len(e) == 2 })
+	if envs[0].ID != before {
+		t.Fatalf("subscribed to a channel whose last message is %v: notice %s; want that position", before, envs[0].JSON())
+	}
+	if !envs[1].ID.IsZero() || envs[1].Channel != "empty" {
+		t.Fatalf("subscribed to a channel without messages: %s; want position 0-0", envs[1].JSON())
+	}
+	cl.Close()
+	var missed, missedEmpty []notify.ID
+	for i := 1; i <= 3; i++ {
+		missed = append(missed, Publish(t, ctx, b, "quiet", i))
+		missedEmpty = append(missedEmpty, Publish(t, ctx, b, "empty", i))
+	}
+	again := Connect(t, h)
+	again.Subscribe(t, "quiet", envs[0].ID.String())
+	again.Subscribe(t, "empty", envs[1].ID.String())
+	checkExact(t, "resumed from the subscribed position", again.WaitMessages(t, "quiet", 3, 10*time.Second), missed)
+	checkExact(t, "resumed from 0-0", again.WaitMessages(t, "empty", 3, 10*time.Second), missedEmpty)
 }

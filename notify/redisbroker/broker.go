@@ -235,7 +235,7 @@ func (b *Broker) PublishBatch(ctx context.Context, ps []notify.Publication) ([]n
 
 // historyScript returns {0} for a missing stream, else {1, last-generated-id,
 // max-deleted-entry-id, recorded-first-entry-id, trimmed (entries-added minus
-// length), entries after ARGV[1] (exclusive), at most ARGV[2]}.
+// length), entries after ARGV[1] (exclusive), at most ARGV[2] (none for 0)}.
 var historyScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
@@ -243,7 +243,7 @@ local f = {}
 for i = 1, #info, 2 do f[info[i]] = info[i+1] end
 return {1, f['last-generated-id'], f['max-deleted-entry-id'], f['recorded-first-entry-id'],
   f['entries-added'] - f['length'],
-  redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+  tonumber(ARGV[2]) > 0 and redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2]) or {}}
 `)
 
 // History implements notify.Broker in one round trip.
@@ -251,9 +251,7 @@ func (b *Broker) History(ctx context.Context, channel string, after notify.ID, l
 	if err := notify.ValidateChannel(channel); err != nil {
 		return notify.History{}, err
 	}
-	if limit <= 0 {
-		limit = 100
-	}
+	limit = max(limit, 0)
 	res, err := b.run(ctx, historyScript, []string{b.streamKey(channel)}, after.String(), limit).Slice()
 	if err != nil {
 		b.stats.errors.Add(1)
@@ -291,7 +289,7 @@ func (b *Broker) parseHistory(channel string, after notify.ID, res []any) (notif
 	// trace that would tell.
 	gap := after.Compare(maxDeleted) < 0 || (trimmed > 0 && after.Compare(first) < 0)
 	entries, _ := res[5].([]any)
-	h := notify.History{Gap: gap, Messages: make([]*notify.Envelope, 0, len(entries))}
+	h := notify.History{Gap: gap, Last: last, Messages: make([]*notify.Envelope, 0, len(entries))}
 	for _, e := range entries {
 		m, err := parseEntry(channel, e)
 		if err != nil {

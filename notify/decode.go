@@ -1,0 +1,58 @@
+package notify
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// wireEnvelope is the JSON form of an envelope, for decoding.
+type wireEnvelope struct {
+	Type    string          `json:"type"`
+	Channel string          `json:"channel"`
+	ID      string          `json:"id"`
+	Event   string          `json:"event"`
+	Data    json.RawMessage `json:"data"`
+	TS      int64           `json:"ts"`
+	Since   string          `json:"since"`
+	Ref     string          `json:"ref"`
+	Code    string          `json:"code"`
+	Message string          `json:"message"`
+	Delay   int64           `json:"delay"`
+}
+
+// ParseEnvelope decodes one envelope as sent by a server: the client side of
+// AppendJSON.
+func ParseEnvelope(b []byte) (*Envelope, error) {
+	var w wireEnvelope
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("notify: malformed envelope: %w", err)
+	}
+	if w.Type == "" {
+		return nil, fmt.Errorf("notify: envelope without a type")
+	}
+	e := &Envelope{Type: w.Type, Channel: w.Channel, Event: w.Event, TS: w.TS, Ref: w.Ref, Code: w.Code, Message: w.Message, Delay: w.Delay}
+	if len(w.Data) > 0 {
+		e.Data = []byte(w.Data)
+	}
+	var err error
+	if w.ID != "" {
+		if e.ID, err = ParseID(w.ID); err != nil {
+			return nil, err
+		}
+	}
+	if w.Since != "" {
+		if e.Since, err = ParseID(w.Since); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Err returns the error an error envelope carries, as an *Error with its
+// code, or nil for other envelopes.
+func (e *Envelope) Err() error {
+	if e.Type != TypeError {
+		return nil
+	}
+	return &Error{Code: e.Code, Message: e.Message}
+}
