@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 )
@@ -281,6 +282,9 @@ func (c *Conn) closeLocked(reason error) []*subscription {
 		return nil
 	}
 	c.closed, c.err = true, reason
+	if errors.Is(reason, ErrLagged) {
+		c.hub.stats.lagged.Add(1)
+	}
 	subs := make([]*subscription, 0, len(c.subs))
 	for _, s := range c.subs {
 		s.removed, s.pending = true, nil
@@ -303,7 +307,6 @@ func (c *Conn) lagLocked() {
 	subs := c.closeLocked(ErrLagged)
 	c.mu.Unlock()
 	if subs != nil {
-		c.hub.stats.lagged.Add(1)
 		go c.hub.afterClose(c, subs)
 	}
 }

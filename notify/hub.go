@@ -119,7 +119,7 @@ type HubStats struct {
 	Connections int    // open connections
 	Channels    int    // channels with a broker subscription
 	Delivered   uint64 // messages queued to subscribers, in total
-	Lagged      uint64 // connections closed for overflowing their queue
+	Lagged      uint64 // connections closed as lagging (queue overflow, or a transport's write timeout)
 }
 
 // NewHub returns a hub delivering the messages of broker.

@@ -1,0 +1,272 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/notify"
+)
+
+// Authenticator turns a request into the grants of its client. It returns
+// a *notify.Error with code unauthorized for missing, invalid or expired
+// credentials. One Authenticator serves the REST API and every transport.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*notify.Grants, error)
+}
+
+// AuthFunc adapts a function to Authenticator.
+type AuthFunc func(r *http.Request) (*notify.Grants, error)
+
+// Authenticate implements Authenticator.
+func (f AuthFunc) Authenticate(r *http.Request) (*notify.Grants, error) { return f(r) }
+
+// Token returns the credentials of r: the token query parameter (browsers
+// cannot set headers on WebSocket and EventSource requests), else an
+// Authorization: Bearer header.
+func Token(r *http.Request) string {
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// Config is what every transport handler needs. Zero values are the
+// defaults.
+type Config struct {
+	Hub  *notify.Hub   // required
+	Auth Authenticator // required
+	// Heartbeat is how often an idle connection is checked: WebSocket ping,
+	// SSE comment line, HTTP/3 keep-alive. Default 25s.
+	Heartbeat time.Duration
+	// WriteTimeout bounds one write to a client; a client that does not
+	// take a write in that time is disconnected. Default 10s.
+	WriteTimeout time.Duration
+	// MaxCommandSize bounds one client command (a WebSocket frame, an
+	// HTTP/3 request line). Default notify.DefaultMaxPayload + 1 KiB.
+	MaxCommandSize int
+	// AllowedOrigins are the browser origins (scheme://host[:port], or
+	// patterns with * as in "https://*.example.com") allowed to connect from
+	// other sites. Same-site requests and non-browser clients (no Origin
+	// header) are always allowed.
+	AllowedOrigins []string
+	// Logger; nil means silent.
+	Logger *slog.Logger
+}
+
+// WithDefaults returns cfg with its defaults filled in.
+func (cfg Config) WithDefaults() Config {
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 25 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.MaxCommandSize <= 0 {
+		cfg.MaxCommandSize = notify.DefaultMaxPayload + 1024
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// Session is the transport-independent side of one client connection.
+type Session struct {
+	Conn     *notify.Conn
+	Grants   *notify.Grants
+	Channels []string // the channels requested at connect, the user's own first
+	cursor   Cursor
+	hub      *notify.Hub
+}
+
+// Open authenticates r and registers its connection: the channels are the
+// user's own plus each channel query parameter, the positions come from the
+// since query parameter or lastEventID (a cursor). Every channel is checked
+// against the grants before anything is registered, so a refused request
+// changes nothing. wake is the connection's writer wake-up (see
+// notify.ConnOptions). The caller must start its writer, then call
+// SubscribeInitial, and Close the session at the end.
+func Open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Session, error) {
+	grants, err := cfg.Auth.Authenticate(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	var channels []string
+	if grants.User != "" {
+		channels = append(channels, notify.UserChannel(grants.User))
+	}
+	for _, ch := range q["channel"] {
+		if err := notify.ValidateChannel(ch); err != nil {
+			return nil, err
+		}
+		if err := grants.CheckSubscribe(ch); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(channels, ch) {
+			channels = append(channels, ch)
+		}
+	}
+	since := q.Get("since")
+	if since == "" {
+		since = lastEventID
+	}
+	cursor, err := ParseCursor(since, channels)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := cfg.Hub.Connect(grants.User, notify.ConnOptions{Wake: wake})
+	if err != nil {
+		return nil, err
+	}
+	return &Session{Conn: conn, Grants: grants, Channels: channels, cursor: cursor, hub: cfg.Hub}, nil
+}
+
+// SubscribeInitial subscribes the channels requested at connect, each from
+// its cursor position. A channel that fails gets an error notice naming it;
+// the others proceed. It returns false if the connection closed meanwhile.
+func (s *Session) SubscribeInitial(ctx context.Context) bool {
+	for _, ch := range s.Channels {
+		err := s.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: ch, Since: s.cursor[ch]})
+		if err == nil {
+			continue
+		}
+		if s.Conn.Err() != nil || ctx.Err() != nil {
+			return false
+		}
+		e := notify.ErrorEnvelope(err, "")
+		e.Channel = ch
+		if s.Conn.Send(ctx, e) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Handle runs one client command line. Every failure is answered with an
+// error notice echoing the command's ref; the connection stays usable.
+func (s *Session) Handle(ctx context.Context, line []byte) {
+	cmd, err := DecodeCommand(line)
+	if err == nil {
+		err = s.run(ctx, cmd)
+	}
+	if err != nil && s.Conn.Err() == nil && ctx.Err() == nil {
+		e := notify.ErrorEnvelope(err, cmd.Ref)
+		e.Channel = cmd.Channel
+		_ = s.Conn.Send(ctx, e)
+	}
+}
+
+func (s *Session) run(ctx context.Context, cmd Command) error {
+	switch cmd.Type {
+	case CmdSubscribe:
+		if err := s.Grants.CheckSubscribe(cmd.Channel); err != nil {
+			return err
+		}
+		return s.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: cmd.Channel, Since: cmd.Since, Ref: cmd.Ref})
+	case CmdUnsubscribe:
+		return s.Conn.Unsubscribe(ctx, cmd.Channel, cmd.Ref)
+	case CmdPublish:
+		if err := s.Grants.CheckPublish(cmd.Channel); err != nil {
+			return err
+		}
+		id, err := s.hub.Broker().Publish(ctx, notify.Publication{Channel: cmd.Channel, Event: cmd.Event, Data: cmd.Data})
+		if err != nil {
+			return err
+		}
+		return s.Conn.Send(ctx, &notify.Envelope{Type: notify.TypeAck, Channel: cmd.Channel, ID: id, Ref: cmd.Ref})
+	case CmdPing:
+		return s.Conn.Send(ctx, &notify.Envelope{Type: notify.TypePong, Ref: cmd.Ref})
+	}
+	return nil
+}
+
+// Close closes the session's connection with reason (nil: the client left).
+func (s *Session) Close(reason error) { s.Conn.Close(reason) }
+
+// EndsConnection reports whether writing e must end the connection: the
+// reconnect advice of a drain.
+func EndsConnection(e *notify.Envelope) bool { return e.Type == notify.TypeReconnect }
+
+// Drain advises every connection of hub to reconnect — to any instance —
+// after a random delay below spread, so that clients do not all come back at
+// once. Each transport ends its connection once the advice is written. A
+// connection whose queue is full is closed at once.
+func Drain(hub *notify.Hub, spread time.Duration) {
+	for _, c := range hub.Conns() {
+		delay := int64(0)
+		if spread > 0 {
+			delay = rand.Int64N(spread.Milliseconds() + 1)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		err := c.Send(ctx, &notify.Envelope{Type: notify.TypeReconnect, Code: notify.ErrShutdown.Code, Delay: delay})
+		cancel()
+		if err != nil {
+			c.Close(notify.ErrShutdown)
+		}
+	}
+}
+
+// Status is the HTTP status for err.
+func Status(err error) int {
+	var e *notify.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, notify.ErrUnavailable) {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusInternalServerError
+	}
+	switch e.Code {
+	case notify.ErrUnauthorized.Code:
+		return http.StatusUnauthorized
+	case notify.ErrForbidden.Code:
+		return http.StatusForbidden
+	case notify.ErrTooLarge.Code:
+		return http.StatusRequestEntityTooLarge
+	case notify.ErrTooManyConnections.Code, notify.ErrRateLimited.Code, notify.ErrTooManyChannels.Code:
+		return http.StatusTooManyRequests
+	case notify.ErrUnavailable.Code, notify.ErrShutdown.Code:
+		return http.StatusServiceUnavailable
+	case notify.ErrNotSubscribed.Code:
+		return http.StatusNotFound
+	}
+	return http.StatusBadRequest
+}
+
+// WriteError answers a request with err as {"error":{"code","message"}} and
+// its status. Internal errors are not described to the client.
+func WriteError(w http.ResponseWriter, err error) {
+	status := Status(err)
+	body := struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}{}
+	e := notify.ErrorEnvelope(err, "")
+	body.Error.Code, body.Error.Message = e.Code, e.Message
+	if status == http.StatusInternalServerError {
+		body.Error.Code, body.Error.Message = "internal", "internal error"
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func errForbiddenOrigin(origin string) error {
+	return notify.Errorf(notify.ErrForbidden, "origin %q is not allowed", truncate(origin))
+}

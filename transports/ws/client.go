@@ -1,0 +1,185 @@
+package ws
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/coder/websocket"
+	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/transports/wire"
+)
+
+// DialOptions configures Dial.
+type DialOptions struct {
+	Token    string   // sent as Authorization: Bearer
+	Channels []string // subscribed at connect, besides the user's own
+	Since    string   // cursor: positions to resume the channels from
+	// HTTPClient for the handshake; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Header adds handshake headers (e.g. Origin).
+	Header http.Header
+	// ReadLimit bounds one server frame. Default 16 MiB.
+	ReadLimit int64
+	// OnPing, if set, is called for each server ping; returning false
+	// withholds the pong (tests use it to play a dead peer).
+	OnPing func() bool
+}
+
+// Client is a WebSocket connection to Herald. Read must be called from one
+// goroutine; the command methods may be called concurrently with Read.
+type Client struct {
+	ws      *websocket.Conn
+	pending [][]byte // lines of the last frame not yet returned; owned by Read
+}
+
+// Dial connects to a Herald WebSocket endpoint (ws:// or wss:// URL of
+// /v1/ws). A refused handshake returns the server's *notify.Error.
+func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("ws: %w", err)
+	}
+	q := u.Query()
+	for _, ch := range opts.Channels {
+		q.Add("channel", ch)
+	}
+	if opts.Since != "" {
+		q.Set("since", opts.Since)
+	}
+	u.RawQuery = q.Encode()
+	header := opts.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	if opts.Token != "" {
+		header.Set("Authorization", "Bearer "+opts.Token)
+	}
+	dopts := &websocket.DialOptions{HTTPClient: opts.HTTPClient, HTTPHeader: header}
+	if opts.OnPing != nil {
+		dopts.OnPingReceived = func(context.Context, []byte) bool { return opts.OnPing() }
+	}
+	ws, resp, err := websocket.Dial(ctx, u.String(), dopts)
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, responseError(resp)
+		}
+		return nil, fmt.Errorf("ws: dial: %w", err)
+	}
+	limit := opts.ReadLimit
+	if limit <= 0 {
+		limit = 16 << 20
+	}
+	ws.SetReadLimit(limit)
+	return &Client{ws: ws}, nil
+}
+
+// responseError decodes a refused handshake's JSON error.
+func responseError(resp *http.Response) error {
+	var body struct {
+		Error struct{ Code, Message string }
+	}
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		_ = json.Unmarshal(b, &body)
+	}
+	if body.Error.Code == "" {
+		return fmt.Errorf("ws: handshake refused: %s", resp.Status)
+	}
+	return &notify.Error{Code: body.Error.Code, Message: body.Error.Message}
+}
+
+// Read returns the next envelope. When the server closes the connection it
+// returns a *CloseError with the code and reason.
+func (c *Client) Read(ctx context.Context) (*notify.Envelope, error) {
+	for len(c.pending) == 0 {
+		typ, data, err := c.ws.Read(ctx)
+		if err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				return nil, &CloseError{Code: ce.Code, Reason: ce.Reason}
+			}
+			return nil, err
+		}
+		if typ != websocket.MessageText {
+			return nil, errors.New("ws: server sent a binary frame")
+		}
+		for line := range bytes.SplitSeq(data, []byte("\n")) {
+			if len(line) > 0 {
+				c.pending = append(c.pending, line)
+			}
+		}
+	}
+	line := c.pending[0]
+	c.pending[0] = nil
+	c.pending = c.pending[1:]
+	return notify.ParseEnvelope(line)
+}
+
+// Send sends a command.
+func (c *Client) Send(ctx context.Context, cmd wire.Command) error {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	return c.ws.Write(ctx, websocket.MessageText, b)
+}
+
+// WriteRaw sends a frame as it is (tests use it to send malformed input).
+func (c *Client) WriteRaw(ctx context.Context, binary bool, b []byte) error {
+	typ := websocket.MessageText
+	if binary {
+		typ = websocket.MessageBinary
+	}
+	return c.ws.Write(ctx, typ, b)
+}
+
+// Subscribe asks to subscribe to channel from since ("" for live).
+func (c *Client) Subscribe(ctx context.Context, channel, since, ref string) error {
+	return c.Send(ctx, wire.Command{Type: wire.CmdSubscribe, Channel: channel, Since: since, Ref: ref})
+}
+
+// Unsubscribe asks to unsubscribe from channel.
+func (c *Client) Unsubscribe(ctx context.Context, channel, ref string) error {
+	return c.Send(ctx, wire.Command{Type: wire.CmdUnsubscribe, Channel: channel, Ref: ref})
+}
+
+// Publish asks to publish; the server answers with an ack (or an error)
+// echoing ref.
+func (c *Client) Publish(ctx context.Context, channel, event string, data json.RawMessage, ref string) error {
+	return c.Send(ctx, wire.Command{Type: wire.CmdPublish, Channel: channel, Event: event, Data: data, Ref: ref})
+}
+
+// Close closes the connection normally.
+func (c *Client) Close() error { return c.ws.Close(websocket.StatusNormalClosure, "") }
+
+// CloseNow drops the connection without a close handshake.
+func (c *Client) CloseNow() error { return c.ws.CloseNow() }
+
+// CloseError is how the server ended the connection.
+type CloseError struct {
+	Code   websocket.StatusCode
+	Reason string
+}
+
+func (e *CloseError) Error() string { return fmt.Sprintf("ws: closed %d %s", int(e.Code), e.Reason) }
+
+// Is lets errors.Is match the reasons Herald's close codes carry:
+// notify.ErrLagged (4000), notify.ErrShutdown (1001),
+// notify.ErrUnavailable (1013).
+func (e *CloseError) Is(target error) bool {
+	switch e.Code {
+	case StatusLagged:
+		return target == notify.ErrLagged
+	case websocket.StatusGoingAway:
+		return target == notify.ErrShutdown
+	case websocket.StatusTryAgainLater:
+		return target == notify.ErrUnavailable
+	}
+	return false
+}
