@@ -57,8 +57,10 @@ type Client interface {
 	// Drop ends the connection abruptly, as a lost network would.
 	Drop()
 	// Freeze makes the client stop answering heartbeats while keeping the
-	// connection open: a dead peer.
-	Freeze()
+	// connection open: a dead peer. A transport that cannot emulate one in
+	// this process returns why (the scenario is then skipped with that
+	// reason, which must name the test that covers it instead).
+	Freeze() error
 }
 
 // Tokens the suite's authenticator knows.

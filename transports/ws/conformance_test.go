@@ -55,7 +55,7 @@ func (c *client) Send(ctx context.Context, line []byte) error {
 }
 func (c *client) Cursor() string { return "" }
 func (c *client) Drop()          { _ = c.CloseNow() }
-func (c *client) Freeze()        { c.frozen.Store(true) }
+func (c *client) Freeze() error  { c.frozen.Store(true); return nil }
 
 func TestConformance(t *testing.T) {
 	conformance.Run(t, transport{})
