@@ -40,7 +40,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, err)
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(leanHijacker{w}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the origin was checked above, with our patterns
 		CompressionMode:    websocket.CompressionDisabled,
 	})
@@ -49,7 +49,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(int64(h.cfg.MaxCommandSize))
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.mu.Lock()
 	c.ws, c.sess = ws, sess
 	c.heartbeat = time.AfterFunc(h.cfg.Heartbeat, c.beat)
@@ -59,10 +58,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // conn is one WebSocket connection.
+//
+// It holds no context of its own: a context with a Done channel would make
+// every websocket Read arm a timer. Reads end when the websocket closes, and
+// the session's calls end when its notify.Conn closes.
 type conn struct {
 	h         *Handler
-	ctx       context.Context // cancelled when the connection ends
-	cancel    context.CancelFunc
 	heartbeat *time.Timer
 
 	mu      sync.Mutex
@@ -152,7 +153,7 @@ func (c *conn) writeBatch(buf *writeBuf) bool {
 }
 
 func (c *conn) write(frame []byte) bool {
-	ctx, cancel := context.WithTimeout(c.ctx, c.h.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
 	err := c.ws.Write(ctx, websocket.MessageText, frame)
 	cancel()
 	if err != nil {
@@ -188,7 +189,6 @@ func (c *conn) end(reason error) {
 	} else {
 		_ = c.ws.CloseNow()
 	}
-	c.cancel()
 }
 
 // readLoop subscribes the initial channels, then runs the client's
@@ -198,11 +198,12 @@ func (c *conn) readLoop() {
 		c.sess.Close(nil)
 		c.end(nil)
 	}()
-	if !c.sess.SubscribeInitial(c.ctx) {
+	ctx := context.Background()
+	if !c.sess.SubscribeInitial(ctx) {
 		return
 	}
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		typ, data, err := c.ws.Read(ctx)
 		if err != nil {
 			return
 		}
@@ -219,7 +220,7 @@ func (c *conn) readLoop() {
 				data = nil
 			}
 			if len(bytes.TrimSpace(line)) > 0 {
-				c.sess.Handle(c.ctx, line)
+				c.sess.Handle(ctx, line)
 			}
 		}
 	}
@@ -228,11 +229,14 @@ func (c *conn) readLoop() {
 // beat pings the client; no pong within the write timeout ends the
 // connection. It re-arms itself.
 func (c *conn) beat() {
-	ctx, cancel := context.WithTimeout(c.ctx, c.h.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
 	err := c.ws.Ping(ctx)
 	cancel()
 	if err != nil {
-		if c.ctx.Err() == nil {
+		c.mu.Lock()
+		ended := c.ended
+		c.mu.Unlock()
+		if !ended {
 			c.sess.Close(errHeartbeat)
 			c.end(errHeartbeat)
 		}
