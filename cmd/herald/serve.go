@@ -1,33 +1,52 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
-
-	"github.com/heraldhq/herald/notify"
-	"github.com/heraldhq/herald/notify/redisbroker"
-	"github.com/redis/go-redis/v9"
 )
 
 type serveConfig struct {
-	addr         string
-	redisURL     string
-	historySize  int
-	historyTTL   time.Duration
-	queueLength  int
-	drainTimeout time.Duration
-	logFormat    string
-	logLevel     string
+	addr, tlsAddr     string
+	certFile, keyFile string
+	certDir           string
+	redisURL          string
+	secret            string
+	apiKeys           listFlag
+	allowedOrigins    listFlag
+	singleUseTokens   bool
+	historySize       int
+	historyTTL        time.Duration
+	queueLength       int
+	maxMessageSize    int
+	maxChannels       int
+	maxConnsPerUser   int
+	publishRate       float64
+	publishBurst      int
+	handshakeTimeout  time.Duration
+	heartbeat         time.Duration
+	writeTimeout      time.Duration
+	drainTimeout      time.Duration
+	logFormat         string
+	logLevel          string
+}
+
+// listFlag is a repeatable flag that also takes comma-separated values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -35,24 +54,46 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: herald serve [flags]
 
-Runs a Herald server. With no flags it uses the embedded memory broker (one
-instance, no Redis). Every flag can also be set with the environment variable
-HERALD_<FLAG> (upper case, dashes as underscores), e.g. HERALD_REDIS.
+Runs a Herald server: WebSocket (/v1/ws) and SSE (/v1/sse) on the plain
+listener; HTTP/1.1, HTTP/2 and HTTP/3 (/v1/stream, /v1/sse) on the TLS
+listener (TCP and UDP on the same port). With no flags it runs for
+development: embedded memory broker, a generated secret and API key printed
+once, and a self-signed certificate generated and reused.
+
+Every flag can also be set with HERALD_<FLAG> (upper case, dashes as
+underscores), e.g. HERALD_REDIS, HERALD_SECRET, HERALD_API_KEY (comma-separated).
 
 Examples:
   herald serve
-  herald serve --redis redis://127.0.0.1:6379/0 --addr :8080
+  herald serve --redis redis://127.0.0.1:6379/0 --secret "$SECRET" --api-key "$KEY"
+  herald serve --tls-addr "" --addr :9000          # plain HTTP only
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	c := &serveConfig{}
-	fs.StringVar(&c.addr, "addr", ":8080", "plain HTTP listen address")
+	fs.StringVar(&c.addr, "addr", ":8080", "plain HTTP listen address (WebSocket, SSE, REST)")
+	fs.StringVar(&c.tlsAddr, "tls-addr", ":8443", "TLS listen address, TCP (HTTP/1.1, HTTP/2) and UDP (HTTP/3); empty disables TLS")
+	fs.StringVar(&c.certFile, "cert", "", "TLS certificate file (PEM); empty generates a development certificate")
+	fs.StringVar(&c.keyFile, "key", "", "TLS private key file (PEM)")
+	fs.StringVar(&c.certDir, "cert-dir", defaultCertDir(), "where the development certificate is kept and reused")
 	fs.StringVar(&c.redisURL, "redis", "", "Redis URL (redis://host:port/db); empty runs the embedded memory broker")
+	fs.StringVar(&c.secret, "secret", "", "token signing secret (at least 32 bytes); empty generates one for this run")
+	fs.Var(&c.apiKeys, "api-key", "server-to-server API key (repeatable or comma-separated); empty generates one for this run")
+	fs.Var(&c.allowedOrigins, "allowed-origins", "browser origins allowed cross-site, e.g. https://app.example.com,https://*.example.com")
+	fs.BoolVar(&c.singleUseTokens, "single-use-tokens", false, "accept each token once (IDs recorded in Redis, or memory) until it expires")
 	fs.IntVar(&c.historySize, "history-size", 1000, "messages retained per channel for resume")
 	fs.DurationVar(&c.historyTTL, "history-ttl", 24*time.Hour, "a channel's history expires after this long without a publish")
-	fs.IntVar(&c.queueLength, "queue-length", 1024, "per-connection queue bound; a connection that falls further behind is disconnected (lagged)")
+	fs.IntVar(&c.queueLength, "queue-length", 1024, "per-connection queue bound; a client further behind is disconnected (lagged) and resumes")
+	fs.IntVar(&c.maxMessageSize, "max-message-size", 64<<10, "maximum size of a message's data in bytes")
+	fs.IntVar(&c.maxChannels, "max-channels", 256, "maximum channels per connection")
+	fs.IntVar(&c.maxConnsPerUser, "max-conns-per-user", 64, "maximum connections per user (negative: unlimited)")
+	fs.Float64Var(&c.publishRate, "publish-rate", 100, "publishes per second per token or API key (0: unlimited)")
+	fs.IntVar(&c.publishBurst, "publish-burst", 200, "publish burst per token or API key")
+	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed to send a request's headers")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 25*time.Second, "idle-connection heartbeat interval")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "a client that does not take a write in this time is disconnected")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for connections to drain")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -65,10 +106,42 @@ Flags:
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve: unexpected arguments %q", fs.Args())
 	}
-	if c.historySize <= 0 || c.queueLength <= 0 || c.historyTTL <= 0 {
-		return nil, errors.New("serve: --history-size, --history-ttl and --queue-length must be positive")
+	return c, c.validate()
+}
+
+func (c *serveConfig) validate() error {
+	var errs []error
+	positive := map[string]bool{
+		"--history-size": c.historySize > 0, "--history-ttl": c.historyTTL > 0, "--queue-length": c.queueLength > 0,
+		"--max-message-size": c.maxMessageSize > 0, "--max-channels": c.maxChannels > 0,
+		"--handshake-timeout": c.handshakeTimeout > 0, "--heartbeat": c.heartbeat > 0,
+		"--write-timeout": c.writeTimeout > 0, "--drain-timeout": c.drainTimeout > 0,
 	}
-	return c, nil
+	for name, ok := range positive {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.publishRate < 0 {
+		errs = append(errs, errors.New("--publish-rate must not be negative"))
+	}
+	if (c.certFile == "") != (c.keyFile == "") {
+		errs = append(errs, errors.New("--cert and --key go together"))
+	}
+	if c.secret != "" && len(c.secret) < 32 {
+		errs = append(errs, errors.New("--secret must be at least 32 bytes"))
+	}
+	if c.maxConnsPerUser == 0 {
+		errs = append(errs, errors.New("--max-conns-per-user must not be 0 (negative means unlimited)"))
+	}
+	return errors.Join(errs...)
+}
+
+func defaultCertDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "herald", "devcert")
+	}
+	return filepath.Join(os.TempDir(), "herald-devcert")
 }
 
 // applyEnv sets each flag from its HERALD_* variable; command-line flags
@@ -101,9 +174,6 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
 }
 
-// pinger is the optional ability of a broker to report readiness.
-type pinger interface{ Ping(context.Context) error }
-
 func runServe(args []string) error {
 	cfg, err := serveFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -116,83 +186,9 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(cfg, log)
+	s, err := newServer(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closeBroker()
-	hub := notify.NewHub(broker, notify.HubConfig{QueueLength: cfg.queueLength, Logger: log})
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if p, ok := broker.(pinger); ok {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := p.Ping(ctx); err != nil {
-				http.Error(w, "broker unreachable: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return err
-	}
-	log.Info("herald listening", "addr", ln.Addr().String(), "broker", brokerName(cfg))
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	stop() // a second signal exits at once
-	log.Info("shutting down", "drain_timeout", cfg.drainTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	_ = hub.Close()
-	if errors.Is(err, context.DeadlineExceeded) {
-		return nil
-	}
-	return err
-}
-
-func brokerName(cfg *serveConfig) string {
-	if cfg.redisURL == "" {
-		return "memory"
-	}
-	return "redis"
-}
-
-func openBroker(cfg *serveConfig, log *slog.Logger) (notify.Broker, func(), error) {
-	if cfg.redisURL == "" {
-		b := notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: cfg.historySize, HistoryTTL: cfg.historyTTL})
-		return b, func() { _ = b.Close() }, nil
-	}
-	opt, err := redis.ParseURL(cfg.redisURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--redis: %v", err)
-	}
-	// A publish must not be retried: if the first attempt reached Redis, a
-	// retry would publish the message twice.
-	opt.MaxRetries = -1
-	rdb := redis.NewClient(opt)
-	b, err := redisbroker.New(redisbroker.Config{
-		Client: rdb, HistorySize: int64(cfg.historySize), HistoryTTL: cfg.historyTTL, Logger: log,
-	})
-	if err != nil {
-		_ = rdb.Close()
-		return nil, nil, err
-	}
-	return b, func() { _ = b.Close(); _ = rdb.Close() }, nil
+	return s.run()
 }

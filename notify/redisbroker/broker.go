@@ -14,7 +14,9 @@
 package redisbroker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -321,6 +323,25 @@ func parseEntry(channel string, e any) (*notify.Envelope, error) {
 			data = v
 		}
 	}
+	return message(channel, id, event, data)
+}
+
+// message makes the envelope of a message read from Redis. Herald stores
+// compact JSON, but anything with access to Redis can write a stream entry:
+// data with a raw line break would split an envelope on every transport
+// (newline-separated WebSocket frames, NDJSON, SSE data lines), so it is
+// compacted — or refused if it is not JSON — here, where it enters.
+func message(channel string, id notify.ID, event, data string) (*notify.Envelope, error) {
+	if strings.ContainsAny(data, "\r\n") {
+		var b bytes.Buffer
+		if err := json.Compact(&b, []byte(data)); err != nil {
+			return nil, fmt.Errorf("redisbroker: message %v on %q: data is not JSON", id, channel)
+		}
+		data = b.String()
+	}
+	if notify.ValidateEvent(event) != nil {
+		return nil, fmt.Errorf("redisbroker: message %v on %q: invalid event name", id, channel)
+	}
 	return notify.NewMessage(channel, id, event, []byte(data)), nil
 }
 
@@ -335,7 +356,7 @@ func parsePayload(channel, payload string) (*notify.Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	return notify.NewMessage(channel, id, event, []byte(data)), nil
+	return message(channel, id, event, data)
 }
 
 // lastID returns the ID of the channel's newest stored message (zero if the

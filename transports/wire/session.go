@@ -59,6 +59,9 @@ type Config struct {
 	// other sites. Same-site requests and non-browser clients (no Origin
 	// header) are always allowed.
 	AllowedOrigins []string
+	// PublishLimiter, if set, is asked before each publish command with
+	// the key "user:<id>"; a refusal answers rate_limited.
+	PublishLimiter interface{ Allow(key string, n int) bool }
 	// Logger; nil means silent.
 	Logger *slog.Logger
 }
@@ -87,11 +90,12 @@ type Session struct {
 	Channels []string // the channels requested at connect, the user's own first
 	cursor   Cursor
 	hub      *notify.Hub
+	limiter  interface{ Allow(key string, n int) bool }
 }
 
 // Open authenticates r and registers its connection: the channels are the
-// user's own plus each channel query parameter, the positions come from the
-// since query parameter or lastEventID (a cursor). Every channel is checked
+// user's own plus each channel query parameter, the positions come from
+// lastEventID (a cursor) or else the since query parameter. Every channel is checked
 // against the grants before anything is registered, so a refused request
 // changes nothing. wake is the connection's writer wake-up (see
 // notify.ConnOptions). The caller must start its writer, then call
@@ -117,9 +121,11 @@ func Open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Sessi
 			channels = append(channels, ch)
 		}
 	}
-	since := q.Get("since")
+	// A browser's automatic SSE reconnect resends its first URL (a stale
+	// since) with a newer Last-Event-ID: the latter wins.
+	since := lastEventID
 	if since == "" {
-		since = lastEventID
+		since = q.Get("since")
 	}
 	cursor, err := ParseCursor(since, channels)
 	if err != nil {
@@ -129,7 +135,20 @@ func Open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	return &Session{Conn: conn, Grants: grants, Channels: channels, cursor: cursor, hub: cfg.Hub}, nil
+	return &Session{Conn: conn, Grants: grants, Channels: channels, cursor: cursor, hub: cfg.Hub, limiter: cfg.PublishLimiter}, nil
+}
+
+// Positions tracks the session's positions, starting from the cursor it
+// resumes from, so that a cursor written before every channel's subscribed
+// notice still carries the positions of the channels to come.
+func (s *Session) Positions() *Positions {
+	p := NewPositions(s.Channels)
+	for i, ch := range p.channels {
+		if id, err := notify.ParseID(s.cursor[ch]); err == nil {
+			p.ids[i], p.known[i] = id, true
+		}
+	}
+	return p
 }
 
 // SubscribeInitial subscribes the channels requested at connect, each from
@@ -179,6 +198,9 @@ func (s *Session) run(ctx context.Context, cmd Command) error {
 	case CmdPublish:
 		if err := s.Grants.CheckPublish(cmd.Channel); err != nil {
 			return err
+		}
+		if s.limiter != nil && !s.limiter.Allow("user:"+s.Grants.User, 1) {
+			return notify.Errorf(notify.ErrRateLimited, "publish rate limit exceeded")
 		}
 		id, err := s.hub.Broker().Publish(ctx, notify.Publication{Channel: cmd.Channel, Event: cmd.Event, Data: cmd.Data})
 		if err != nil {

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/notify/auth"
+	"github.com/heraldhq/herald/notify/redisbroker"
+	"github.com/heraldhq/herald/transports/devcert"
+	"github.com/heraldhq/herald/transports/h3"
+	"github.com/heraldhq/herald/transports/sse"
+	"github.com/heraldhq/herald/transports/wire"
+	"github.com/heraldhq/herald/transports/ws"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/redis/go-redis/v9"
+)
+
+// server is one running Herald instance.
+type server struct {
+	cfg    *serveConfig
+	log    *slog.Logger
+	broker notify.Broker
+	hub    *notify.Hub
+	auth   *auth.Authenticator
+	wire   wire.Config
+	closer []func() // run in reverse order when the server stops
+
+	plain, secure *http.Server
+	quic          *http3.Server
+	ready         atomic.Bool
+
+	// Addresses actually bound (for tests and logs).
+	plainAddr, tlsAddr string
+}
+
+func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
+	s := &server{cfg: cfg, log: log}
+	var rdb *redis.Client
+	if cfg.redisURL != "" {
+		opt, err := redis.ParseURL(cfg.redisURL)
+		if err != nil {
+			return nil, fmt.Errorf("--redis: %v", err)
+		}
+		// A publish must not be retried: if the first attempt reached
+		// Redis, a retry would publish the message twice.
+		opt.MaxRetries = -1
+		rdb = redis.NewClient(opt)
+		s.closer = append(s.closer, func() { _ = rdb.Close() })
+		b, err := redisbroker.New(redisbroker.Config{
+			Client: rdb, HistorySize: int64(cfg.historySize), HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize, Logger: log,
+		})
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		s.broker = b
+		s.closer = append(s.closer, func() { _ = b.Close() })
+	} else {
+		b := notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: cfg.historySize, HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize})
+		s.broker = b
+		s.closer = append(s.closer, func() { _ = b.Close() })
+	}
+	s.hub = notify.NewHub(s.broker, notify.HubConfig{
+		QueueLength: cfg.queueLength, MaxChannels: cfg.maxChannels, MaxConnsPerUser: cfg.maxConnsPerUser, Logger: log,
+	})
+
+	authCfg, err := s.authConfig(rdb)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.auth, err = auth.New(authCfg); err != nil {
+		s.close()
+		return nil, err
+	}
+	limiter := newRateLimiter(cfg.publishRate, cfg.publishBurst)
+	s.wire = wire.Config{
+		Hub: s.hub,
+		Auth: wire.AuthFunc(func(r *http.Request) (*notify.Grants, error) {
+			return s.auth.Verify(r.Context(), wire.Token(r))
+		}),
+		Heartbeat:      cfg.heartbeat,
+		WriteTimeout:   cfg.writeTimeout,
+		MaxCommandSize: cfg.maxMessageSize + 4096,
+		AllowedOrigins: cfg.allowedOrigins,
+		PublishLimiter: limiter,
+		Logger:         log,
+	}
+	api := &api{hub: s.hub, auth: s.auth, maxPayload: cfg.maxMessageSize, limiter: limiter}
+	mux := s.routes(api)
+	// ConnContext turns on TCP keep-alive and TCP_USER_TIMEOUT: the only
+	// way to notice a vanished HTTP/1.1 SSE client.
+	s.plain = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.handshakeTimeout, ConnContext: sse.ConnContext(s.wire),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return s, nil
+}
+
+// authConfig makes the authenticator's configuration, generating a secret
+// and an API key for development when none is configured.
+func (s *server) authConfig(rdb *redis.Client) (auth.Config, error) {
+	cfg := auth.Config{Secret: []byte(s.cfg.secret), APIKeys: s.cfg.apiKeys}
+	if s.cfg.secret == "" {
+		cfg.Secret = []byte(randomHex(32))
+		s.log.Warn("DEVELOPMENT MODE: no --secret given; tokens are signed with a secret generated for this run only (set HERALD_SECRET in production)")
+	}
+	if len(cfg.APIKeys) == 0 {
+		key := randomHex(16)
+		cfg.APIKeys = []string{key}
+		s.log.Warn("DEVELOPMENT MODE: no --api-key given; generated one for this run (set HERALD_API_KEY in production)", "api_key", key)
+	}
+	if s.cfg.singleUseTokens {
+		if rdb != nil {
+			cfg.SingleUse = &auth.RedisReplay{Client: rdb}
+		} else {
+			cfg.SingleUse = auth.NewMemoryReplay()
+		}
+	}
+	return cfg, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (s *server) routes(a *api) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/ws", ws.NewHandler(s.wire))
+	sseHandler := sse.NewHandler(s.wire)
+	mux.Handle("GET /v1/sse", sseHandler)
+	mux.Handle("OPTIONS /v1/sse", sseHandler)
+	stream := h3.NewHandler(s.wire)
+	mux.Handle("/v1/stream", stream)
+	mux.HandleFunc("POST /v1/token", a.token)
+	mux.HandleFunc("POST /v1/publish", a.publish)
+	mux.HandleFunc("GET /v1/history", a.history)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /{$}", s.index)
+	return mux
+}
+
+// pinger is the optional ability of a broker to report reachability.
+type pinger interface{ Ping(context.Context) error }
+
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		http.Error(w, "draining\n", http.StatusServiceUnavailable)
+		return
+	}
+	if p, ok := s.broker.(pinger); ok {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := p.Ping(ctx); err != nil {
+			http.Error(w, "broker unreachable: "+err.Error()+"\n", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// listen binds the plain listener and, unless disabled, the TLS listeners
+// (TCP for HTTP/1.1 and HTTP/2, UDP for HTTP/3 on the same port).
+func (s *server) listen() (plainLn, tlsLn net.Listener, udp net.PacketConn, err error) {
+	if plainLn, err = net.Listen("tcp", s.cfg.addr); err != nil {
+		return nil, nil, nil, err
+	}
+	s.plainAddr = plainLn.Addr().String()
+	if s.cfg.tlsAddr == "" {
+		return plainLn, nil, nil, nil
+	}
+	cert, err := s.certificate()
+	if err != nil {
+		plainLn.Close()
+		return nil, nil, nil, err
+	}
+	tcp, err := net.Listen("tcp", s.cfg.tlsAddr)
+	if err != nil {
+		plainLn.Close()
+		return nil, nil, nil, err
+	}
+	// HTTP/3 on the same port number as the TCP listener.
+	host, _, _ := net.SplitHostPort(s.cfg.tlsAddr)
+	port := tcp.Addr().(*net.TCPAddr).Port
+	if udp, err = net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
+		plainLn.Close()
+		tcp.Close()
+		return nil, nil, nil, fmt.Errorf("HTTP/3 listener: %w", err)
+	}
+	s.tlsAddr = tcp.Addr().String()
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	s.quic = h3.NewServer(s.plain.Handler, &tls.Config{Certificates: []tls.Certificate{cert}}, s.wire)
+	s.secure = &http.Server{
+		Handler:           s.altSvc(s.plain.Handler),
+		ReadHeaderTimeout: s.cfg.handshakeTimeout,
+		TLSConfig:         tlsCfg,
+		HTTP2:             &http.HTTP2Config{SendPingTimeout: s.cfg.heartbeat, PingTimeout: s.cfg.writeTimeout},
+		ConnContext:       sse.ConnContext(s.wire),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return plainLn, tls.NewListener(tcp, tlsCfg), udp, nil
+}
+
+// altSvc advertises HTTP/3 on every TLS response.
+func (s *server) altSvc(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = s.quic.SetQUICHeaders(w.Header())
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) certificate() (tls.Certificate, error) {
+	if s.cfg.certFile != "" {
+		return tls.LoadX509KeyPair(s.cfg.certFile, s.cfg.keyFile)
+	}
+	cert, created, err := devcert.LoadOrCreate(s.cfg.certDir, devcert.DefaultHosts)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	verb := "reusing"
+	if created {
+		verb = "generated"
+	}
+	s.log.Warn("DEVELOPMENT MODE: "+verb+" a self-signed certificate (use --cert/--key in production)",
+		"dir", s.cfg.certDir, "sha256_fingerprint", devcert.Fingerprint(cert),
+		"trust_with", "curl --cacert "+s.cfg.certDir+"/cert.pem; Chromium: --ignore-certificate-errors-spki-list="+devcert.SPKIHash(cert))
+	return cert, nil
+}
+
+// start binds the listeners and serves; the channel reports the first
+// listener failure.
+func (s *server) start() (<-chan error, error) {
+	plainLn, tlsLn, udp, err := s.listen()
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	errc := s.serve(plainLn, tlsLn, udp)
+	s.log.Info("herald listening", "http", s.plainAddr, "https_h1_h2_h3", s.tlsAddr, "broker", brokerName(s.cfg))
+	return errc, nil
+}
+
+// run serves until SIGINT/SIGTERM, then drains.
+func (s *server) run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	errc, err := s.start()
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		s.close()
+		return err
+	case <-ctx.Done():
+	}
+	stop()
+	// A second signal exits at once.
+	force := make(chan os.Signal, 1)
+	signal.Notify(force, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-force
+		s.log.Warn("second signal: exiting now")
+		os.Exit(1)
+	}()
+	s.drain()
+	return nil
+}
+
+// serve starts every listener; the channel reports the first failure.
+func (s *server) serve(plainLn, tlsLn net.Listener, udp net.PacketConn) <-chan error {
+	errc := make(chan error, 3)
+	s.ready.Store(true)
+	go func() { errc <- ignoreClosed(s.plain.Serve(plainLn)) }()
+	if tlsLn != nil {
+		go func() { errc <- ignoreClosed(s.secure.Serve(tlsLn)) }()
+		go func() { errc <- ignoreClosed(s.quic.Serve(udp)) }()
+	}
+	return errc
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// drain stops accepting, advises every client to reconnect elsewhere after a
+// jittered delay, waits up to the drain timeout for them to go, then stops.
+func (s *server) drain() {
+	start := time.Now()
+	s.ready.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.drainTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, shutdown := range s.shutdowns() {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = shutdown(ctx) }()
+	}
+	spread := min(s.cfg.drainTimeout/2, 5*time.Second)
+	n := s.hub.Stats().Connections
+	s.log.Info("draining", "connections", n, "reconnect_spread", spread, "timeout", s.cfg.drainTimeout)
+	wire.Drain(s.hub, spread)
+	for s.hub.Stats().Connections > 0 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	left := s.hub.Stats().Connections
+	_ = s.hub.Close()
+	cancel()
+	wg.Wait()
+	s.close()
+	s.log.Info("drained", "connections_left", left, "took", time.Since(start).Round(time.Millisecond))
+}
+
+func (s *server) shutdowns() []func(context.Context) error {
+	fns := []func(context.Context) error{s.plain.Shutdown}
+	if s.secure != nil {
+		fns = append(fns, s.secure.Shutdown, s.quic.Shutdown)
+	}
+	return fns
+}
+
+func (s *server) close() {
+	for i := len(s.closer) - 1; i >= 0; i-- {
+		s.closer[i]()
+	}
+	s.closer = nil
+}
+
+func brokerName(cfg *serveConfig) string {
+	if cfg.redisURL == "" {
+		return "memory"
+	}
+	return "redis"
+}
