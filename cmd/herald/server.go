@@ -21,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/notify/auth"
 	"github.com/heraldhq/herald/notify/redisbroker"
+	"github.com/heraldhq/herald/transports/browser"
 	"github.com/heraldhq/herald/transports/devcert"
 	"github.com/heraldhq/herald/transports/h3"
 	"github.com/heraldhq/herald/transports/sse"
@@ -152,7 +153,10 @@ func (s *server) routes(a *api) *http.ServeMux {
 	mux.HandleFunc("GET /v1/history", a.history)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /{$}", s.index)
+	files := browser.Handler()
+	mux.Handle("GET /{$}", files)
+	mux.Handle("GET /herald.js", files)
+	mux.Handle("GET /herald.d.ts", files)
 	return mux
 }
 

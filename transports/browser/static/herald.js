@@ -1,0 +1,2 @@
+// herald.js — Herald's browser client (in progress).
+export {};
