@@ -20,7 +20,7 @@ import (
 type Transport interface {
 	// Start serves cfg on a new test server (closed when t ends) and
 	// returns how to dial it.
-	Start(t *testing.T, cfg wire.Config) Dialer
+	Start(t testing.TB, cfg wire.Config) Dialer
 }
 
 // Dialer connects clients to a started server.

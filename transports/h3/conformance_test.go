@@ -13,14 +13,14 @@ import (
 
 type transport struct{}
 
-func (transport) Start(t *testing.T, cfg wire.Config) conformance.Dialer {
+func (transport) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
 	return &dialer{t: t, srv: startServer(t, h3.NewHandler(cfg), cfg)}
 }
 
 // dialer connects each client through a UDP proxy of its own, which Freeze
 // turns into a dead network path.
 type dialer struct {
-	t   *testing.T
+	t   testing.TB
 	srv *testServer
 }
 
@@ -60,4 +60,11 @@ func (c *client) Freeze() error { c.proxy.freeze(); return nil }
 
 func TestConformance(t *testing.T) {
 	conformance.Run(t, transport{})
+}
+
+// BenchmarkBroadcast: one channel, 1,000 subscribers, with and without
+// write coalescing. Run with -benchtime=2000x.
+func BenchmarkBroadcast(b *testing.B) {
+	b.Run("coalesce", func(b *testing.B) { conformance.BenchmarkBroadcast(b, transport{}, 1000, 0) })
+	b.Run("one-per-write", func(b *testing.B) { conformance.BenchmarkBroadcast(b, transport{}, 1000, 1) })
 }

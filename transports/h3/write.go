@@ -82,8 +82,14 @@ func (s *stream) drain() bool {
 // over maxWrite, then flushes. ends reports a drain advice in the batch.
 func (s *stream) writeBatch(buf *writeBuf) (ok, ends bool) {
 	data := buf.data[:0]
-	for _, e := range buf.batch {
+	for i, e := range buf.batch {
 		raw := e.JSON() // a message's shared encoding: no copy, no allocation
+		if i > 0 && s.h.cfg.MaxBatch > 0 && i%s.h.cfg.MaxBatch == 0 {
+			if !s.writeFlush(data) {
+				return false, false
+			}
+			data = data[:0]
+		}
 		if len(data) > 0 && len(data)+len(raw)+1 > maxWrite {
 			if !s.write(data) {
 				return false, false

@@ -72,7 +72,7 @@ var errHTTP1Freeze = errors.New("HTTP/1.1 has no ping of its own: a silent peer 
 
 type http1 struct{}
 
-func (http1) Start(t *testing.T, cfg wire.Config) conformance.Dialer {
+func (http1) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
 	d := &dialer{freezeErr: errHTTP1Freeze}
 	srv := httptest.NewUnstartedServer(d.checkProto(t, 1, sse.NewHandler(cfg)))
 	srv.Config.ConnContext = sse.ConnContext(cfg)
@@ -88,7 +88,7 @@ func (http1) Start(t *testing.T, cfg wire.Config) conformance.Dialer {
 
 type http2 struct{}
 
-func (http2) Start(t *testing.T, cfg wire.Config) conformance.Dialer {
+func (http2) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
 	d := &dialer{}
 	srv := httptest.NewUnstartedServer(d.checkProto(t, 2, sse.NewHandler(cfg)))
 	c := cfg.WithDefaults()
@@ -112,7 +112,7 @@ func (http2) Start(t *testing.T, cfg wire.Config) conformance.Dialer {
 
 type http3Transport struct{}
 
-func (http3Transport) Start(t *testing.T, cfg wire.Config) conformance.Dialer {
+func (http3Transport) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
 	d := &dialer{}
 	cert, err := devcert.Generate([]string{"127.0.0.1"}, time.Hour)
 	if err != nil {
@@ -157,7 +157,7 @@ type dialer struct {
 }
 
 // checkProto fails t if a request does not come over HTTP/major.
-func (d *dialer) checkProto(t *testing.T, major int, h http.Handler) http.Handler {
+func (d *dialer) checkProto(t testing.TB, major int, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.proto.Store(r.Proto)
 		if r.ProtoMajor != major {
@@ -343,4 +343,11 @@ func (c *freezePacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return len(p), nil
 	}
 	return c.PacketConn.WriteTo(p, addr)
+}
+
+// BenchmarkBroadcast: one channel, 1,000 subscribers over HTTP/1.1, with and
+// without write coalescing. Run with -benchtime=2000x.
+func BenchmarkBroadcast(b *testing.B) {
+	b.Run("coalesce", func(b *testing.B) { conformance.BenchmarkBroadcast(b, http1{}, 1000, 0) })
+	b.Run("one-per-write", func(b *testing.B) { conformance.BenchmarkBroadcast(b, http1{}, 1000, 1) })
 }

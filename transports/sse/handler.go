@@ -154,10 +154,10 @@ func (s *stream) flushQueue() bool {
 func (s *stream) writeBatch(buf *writeBuf) bool {
 	out := buf.out[:0]
 	ends := false
-	for _, e := range buf.batch {
+	for i, e := range buf.batch {
 		out = appendEvent(out, e, s.pos)
 		ends = ends || wire.EndsConnection(e)
-		if len(out) >= maxWrite {
+		if len(out) >= maxWrite || (s.cfg.MaxBatch > 0 && (i+1)%s.cfg.MaxBatch == 0) {
 			if !s.write(out) {
 				return false
 			}

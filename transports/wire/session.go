@@ -59,6 +59,11 @@ type Config struct {
 	// other sites. Same-site requests and non-browser clients (no Origin
 	// header) are always allowed.
 	AllowedOrigins []string
+	// MaxBatch is the most envelopes one write carries. Zero (the
+	// default) writes everything queued at once — coalescing, the main
+	// lever of fan-out throughput; 1 writes each envelope on its own, for
+	// comparison.
+	MaxBatch int
 	// PublishLimiter, if set, is asked before each publish command with
 	// the key "user:<id>"; a refusal answers rate_limited.
 	PublishLimiter interface{ Allow(key string, n int) bool }

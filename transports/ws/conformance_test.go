@@ -16,7 +16,7 @@ import (
 
 type transport struct{}
 
-func (transport) Start(t *testing.T, cfg wire.Config) conformance.Dialer {
+func (transport) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
 	srv := httptest.NewServer(ws.NewHandler(cfg))
 	t.Cleanup(srv.Close)
 	return dialer{url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"}
@@ -59,4 +59,11 @@ func (c *client) Freeze() error  { c.frozen.Store(true); return nil }
 
 func TestConformance(t *testing.T) {
 	conformance.Run(t, transport{})
+}
+
+// BenchmarkBroadcast: one channel, 1,000 subscribers, with and without
+// write coalescing. Run with -benchtime=2000x.
+func BenchmarkBroadcast(b *testing.B) {
+	b.Run("coalesce", func(b *testing.B) { conformance.BenchmarkBroadcast(b, transport{}, 1000, 0) })
+	b.Run("one-per-write", func(b *testing.B) { conformance.BenchmarkBroadcast(b, transport{}, 1000, 1) })
 }

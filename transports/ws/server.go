@@ -126,9 +126,10 @@ func (c *conn) writeLoop() {
 func (c *conn) writeBatch(buf *writeBuf) bool {
 	frame := buf.frame[:0]
 	ends := false
-	for _, e := range buf.batch {
+	for i, e := range buf.batch {
 		raw := e.JSON()
-		if len(frame) > 0 && len(frame)+1+len(raw) > maxFrame {
+		full := i > 0 && c.h.cfg.MaxBatch > 0 && i%c.h.cfg.MaxBatch == 0
+		if len(frame) > 0 && (full || len(frame)+1+len(raw) > maxFrame) {
 			if !c.write(frame) {
 				return false
 			}
