@@ -66,7 +66,9 @@ func (e *Envelope) AppendJSON(b []byte) []byte {
 		b = append(b, `,"channel":`...)
 		b = appendString(b, e.Channel)
 	}
-	if !e.ID.IsZero() {
+	// A subscribed notice always says its position, even "0-0" (the
+	// channel had no message): clients resume from it.
+	if !e.ID.IsZero() || e.Type == TypeSubscribed {
 		b = append(b, `,"id":"`...)
 		b = e.ID.AppendTo(b)
 		b = append(b, '"')

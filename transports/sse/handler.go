@@ -43,6 +43,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if since == "" {
 		since = r.URL.Query().Get("last_event_id")
 	}
+	if r.ProtoMajor == 1 && hijackable(w) {
+		h.serveH1(w, r, since)
+		return
+	}
 	sess, err := wire.Open(r, &h.cfg, since, nil)
 	if err != nil {
 		wire.WriteError(w, err)

@@ -112,8 +112,8 @@ func TestTCPUserTimeoutDetectsDeadPeer(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := watch.firstErr(); !errors.Is(err, syscall.ETIMEDOUT) {
-		t.Fatalf("the server's connection failed with %v; want ETIMEDOUT, the kernel giving up", err)
+	if ok, errs := watch.timedOut(); !ok {
+		t.Fatalf("the server's connection failed with %v; want ETIMEDOUT, the kernel giving up", errs)
 	}
 }
 
@@ -183,11 +183,11 @@ func (ns *namespace) do(f func() error) error {
 	return <-errc
 }
 
-// watchListener records the first I/O error of its connections.
+// watchListener records the I/O errors of its connections.
 type watchListener struct {
 	net.Listener
-	mu  sync.Mutex
-	err error // guarded by mu
+	mu   sync.Mutex
+	errs []error // guarded by mu
 }
 
 func (l *watchListener) Accept() (net.Conn, error) {
@@ -200,16 +200,23 @@ func (l *watchListener) Accept() (net.Conn, error) {
 
 func (l *watchListener) failed(err error) {
 	l.mu.Lock()
-	if l.err == nil {
-		l.err = err
-	}
+	l.errs = append(l.errs, err)
 	l.mu.Unlock()
 }
 
-func (l *watchListener) firstErr() error {
+// timedOut reports whether the kernel gave up on a connection (ETIMEDOUT),
+// and every error seen. Other errors can come first: net/http aborts its own
+// background read (a deadline in the past) when a handler hijacks the
+// connection.
+func (l *watchListener) timedOut() (bool, []error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.err
+	for _, err := range l.errs {
+		if errors.Is(err, syscall.ETIMEDOUT) {
+			return true, l.errs
+		}
+	}
+	return false, l.errs
 }
 
 // watchConn embeds *net.TCPConn so that TuneConn finds its methods.
