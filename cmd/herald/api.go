@@ -20,6 +20,15 @@ type api struct {
 	auth       *auth.Authenticator
 	maxPayload int
 	limiter    *rateLimiter
+	metrics    *metrics
+}
+
+// fail answers a refused call and counts it.
+func (a *api) fail(w http.ResponseWriter, err error) {
+	if a.metrics != nil {
+		a.metrics.Rejected("rest", notify.ErrorEnvelope(err, "").Code)
+	}
+	wire.WriteError(w, err)
 }
 
 // caller is who made a REST call: a server holding an API key, or a client
@@ -71,7 +80,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 //	→ {"token":"…","expires_at":"2026-…Z"}
 func (a *api) token(w http.ResponseWriter, r *http.Request) {
 	if !a.auth.CheckAPIKey(wire.Token(r)) {
-		wire.WriteError(w, notify.Errorf(notify.ErrUnauthorized, "minting tokens needs an API key (Authorization: Bearer <api key>)"))
+		a.fail(w, notify.Errorf(notify.ErrUnauthorized, "minting tokens needs an API key (Authorization: Bearer <api key>)"))
 		return
 	}
 	var req struct {
@@ -81,20 +90,20 @@ func (a *api) token(w http.ResponseWriter, r *http.Request) {
 		TTL      string   `json:"ttl"`
 	}
 	if err := readJSON(r, 64<<10, &req); err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	var ttl time.Duration
 	if req.TTL != "" {
 		var err error
 		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
-			wire.WriteError(w, notify.Errorf(notify.ErrInvalidCommand, "ttl %q is not a positive duration like \"60s\"", req.TTL))
+			a.fail(w, notify.Errorf(notify.ErrInvalidCommand, "ttl %q is not a positive duration like \"60s\"", req.TTL))
 			return
 		}
 	}
 	tok, exp, err := a.auth.Mint(auth.TokenRequest{User: req.User, Channels: req.Channels, Publish: req.Publish, TTL: ttl})
 	if err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
@@ -116,7 +125,7 @@ type publication struct {
 func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	c, err := a.authenticate(r)
 	if err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	var req struct {
@@ -124,7 +133,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		Messages []publication `json:"messages"`
 	}
 	if err := readJSON(r, int64(a.maxPayload)*4+64<<10, &req); err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	batch := req.Messages != nil
@@ -132,29 +141,29 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	if !batch {
 		pubs = []publication{req.publication}
 	} else if req.Channel != "" {
-		wire.WriteError(w, notify.Errorf(notify.ErrInvalidCommand, "send either one message or \"messages\", not both"))
+		a.fail(w, notify.Errorf(notify.ErrInvalidCommand, "send either one message or \"messages\", not both"))
 		return
 	}
 	if len(pubs) == 0 || len(pubs) > 1000 {
-		wire.WriteError(w, notify.Errorf(notify.ErrInvalidCommand, "a batch holds 1 to 1000 messages"))
+		a.fail(w, notify.Errorf(notify.ErrInvalidCommand, "a batch holds 1 to 1000 messages"))
 		return
 	}
 	ps := make([]notify.Publication, len(pubs))
 	for i, p := range pubs {
 		ps[i] = notify.Publication{Channel: p.Channel, Event: p.Event, Data: p.Data}
 		if _, err := ps[i].Normalize(a.maxPayload); err != nil {
-			wire.WriteError(w, indexed(batch, i, err))
+			a.fail(w, indexed(batch, i, err))
 			return
 		}
 		if !c.apiKey {
 			if err := c.grants.CheckPublish(p.Channel); err != nil {
-				wire.WriteError(w, indexed(batch, i, err))
+				a.fail(w, indexed(batch, i, err))
 				return
 			}
 		}
 	}
 	if !a.limiter.Allow(c.key, len(ps)) {
-		wire.WriteError(w, notify.Errorf(notify.ErrRateLimited, "publish rate limit exceeded"))
+		a.fail(w, notify.Errorf(notify.ErrRateLimited, "publish rate limit exceeded"))
 		return
 	}
 	broker := a.hub.Broker()
@@ -171,7 +180,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	if !batch {
@@ -204,38 +213,38 @@ func indexed(batch bool, i int, err error) error {
 func (a *api) history(w http.ResponseWriter, r *http.Request) {
 	c, err := a.authenticate(r)
 	if err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	q := r.URL.Query()
 	channel := q.Get("channel")
 	if err := notify.ValidateChannel(channel); err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	if !c.apiKey {
 		if err := c.grants.CheckSubscribe(channel); err != nil {
-			wire.WriteError(w, err)
+			a.fail(w, err)
 			return
 		}
 	}
 	var since notify.ID
 	if s := q.Get("since"); s != "" {
 		if since, err = notify.ParseID(s); err != nil {
-			wire.WriteError(w, err)
+			a.fail(w, err)
 			return
 		}
 	}
 	limit := 100
 	if s := q.Get("limit"); s != "" {
 		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 1000 {
-			wire.WriteError(w, notify.Errorf(notify.ErrInvalidCommand, "limit must be 1 to 1000"))
+			a.fail(w, notify.Errorf(notify.ErrInvalidCommand, "limit must be 1 to 1000"))
 			return
 		}
 	}
 	h, err := a.hub.Broker().History(r.Context(), channel, since, limit)
 	if err != nil {
-		wire.WriteError(w, err)
+		a.fail(w, err)
 		return
 	}
 	msgs := make([]json.RawMessage, len(h.Messages))

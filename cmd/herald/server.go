@@ -27,19 +27,21 @@ import (
 	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/heraldhq/herald/transports/ws"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/redis/go-redis/v9"
 )
 
 // server is one running Herald instance.
 type server struct {
-	cfg    *serveConfig
-	log    *slog.Logger
-	broker notify.Broker
-	hub    *notify.Hub
-	auth   *auth.Authenticator
-	wire   wire.Config
-	closer []func() // run in reverse order when the server stops
+	cfg     *serveConfig
+	log     *slog.Logger
+	broker  notify.Broker
+	hub     *notify.Hub
+	auth    *auth.Authenticator
+	wire    wire.Config
+	metrics *metrics
+	closer  []func() // run in reverse order when the server stops
 
 	plain, secure *http.Server
 	quic          *http3.Server
@@ -76,6 +78,10 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		s.broker = b
 		s.closer = append(s.closer, func() { _ = b.Close() })
 	}
+	// The hub and the API publish through the counting decorator; the
+	// metrics read the broker's own counters.
+	s.metrics = newMetrics(s.broker)
+	s.broker = countingBroker{Broker: s.broker, m: s.metrics}
 	s.hub = notify.NewHub(s.broker, notify.HubConfig{
 		QueueLength: cfg.queueLength, MaxChannels: cfg.maxChannels, MaxConnsPerUser: cfg.maxConnsPerUser, Logger: log,
 	})
@@ -100,9 +106,11 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		MaxCommandSize: cfg.maxMessageSize + 4096,
 		AllowedOrigins: cfg.allowedOrigins,
 		PublishLimiter: limiter,
+		Observer:       s.metrics,
 		Logger:         log,
 	}
-	api := &api{hub: s.hub, auth: s.auth, maxPayload: cfg.maxMessageSize, limiter: limiter}
+	s.metrics.watchHub(s.hub)
+	api := &api{hub: s.hub, auth: s.auth, maxPayload: cfg.maxMessageSize, limiter: limiter, metrics: s.metrics}
 	mux := s.routes(api)
 	// ConnContext turns on TCP keep-alive and TCP_USER_TIMEOUT: the only
 	// way to notice a vanished HTTP/1.1 SSE client.
@@ -153,6 +161,7 @@ func (s *server) routes(a *api) *http.ServeMux {
 	mux.HandleFunc("GET /v1/history", a.history)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	files := browser.Handler()
 	mux.Handle("GET /{$}", files)
 	mux.Handle("GET /herald.js", files)

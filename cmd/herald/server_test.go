@@ -311,3 +311,119 @@ func TestServeFlagErrors(t *testing.T) {
 		t.Fatalf("env + flags: %+v %v", cfg, err)
 	}
 }
+
+// TestMetrics: /metrics reports connections by transport, deliveries with
+// their latency, publishes and refusals.
+func TestMetrics(t *testing.T) {
+	s := startServer(t)
+	tok := mint(t, s, "m", []string{"news"}, nil)
+	c, err := ws.Dial(context.Background(), "ws://"+s.plainAddr+"/v1/ws", ws.DialOptions{Token: tok, Channels: []string{"news"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	next(t, c, notify.TypeSubscribed)
+	next(t, c, notify.TypeSubscribed)
+	publish(t, s, testAPIKey, "news", `1`)
+	next(t, c, notify.TypeMessage)
+	call(t, "POST", s.url("/v1/publish"), "wrong", map[string]any{"channel": "news", "data": 1}, nil)
+	resp, err := http.Get(s.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`herald_connections{transport="ws"} 1`,
+		`herald_messages_delivered_total{transport="ws"} 1`,
+		`herald_delivery_latency_seconds_count{transport="ws"} 1`,
+		`herald_messages_published_total{result="ok"} 1`,
+		`herald_rejected_total{code="unauthorized",transport="rest"} 1`,
+		`herald_hub_deliveries_total 1`,
+		`herald_channels 2`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestConnectionFloodRefused: past --max-conns-per-user, a user's further
+// connections are refused with 429 on every transport; others are not
+// affected, and a closed connection frees its slot.
+func TestConnectionFloodRefused(t *testing.T) {
+	s := startServer(t, "--max-conns-per-user", "3")
+	tok := mint(t, s, "flood", nil, nil)
+	ctx := context.Background()
+	var open []*ws.Client
+	for i := 0; i < 3; i++ {
+		c, err := ws.Dial(ctx, "ws://"+s.plainAddr+"/v1/ws", ws.DialOptions{Token: tok})
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer c.CloseNow()
+		open = append(open, c)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := ws.Dial(ctx, "ws://"+s.plainAddr+"/v1/ws", ws.DialOptions{Token: tok}); !errors.Is(err, notify.ErrTooManyConnections) {
+			t.Fatalf("flood connection %d: %v; want too_many_connections", i, err)
+		}
+	}
+	if _, err := sse.Dial(ctx, s.url("/v1/sse"), sse.DialOptions{Token: tok}); !errors.Is(err, notify.ErrTooManyConnections) {
+		t.Fatalf("SSE past the limit: %v", err)
+	}
+	other := mint(t, s, "other", nil, nil)
+	c, err := ws.Dial(ctx, "ws://"+s.plainAddr+"/v1/ws", ws.DialOptions{Token: other})
+	if err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+	c.CloseNow()
+	_ = open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := ws.Dial(ctx, "ws://"+s.plainAddr+"/v1/ws", ws.DialOptions{Token: tok})
+		if err == nil {
+			c.CloseNow()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not freed after a close: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedisDownIs503: with Redis unreachable, publishing answers 503
+// unavailable and /readyz reports not ready.
+func TestRedisDownIs503(t *testing.T) {
+	srv := redistest.Start(t)
+	s := startServer(t, "--redis", srv.URL())
+	srv.Kill()
+	var e struct{ Error struct{ Code string } }
+	if st := call(t, "POST", s.url("/v1/publish"), testAPIKey, map[string]any{"channel": "news", "data": 1}, &e); st != 503 || e.Error.Code != "unavailable" {
+		t.Fatalf("publish with Redis down: %d %q; want 503 unavailable", st, e.Error.Code)
+	}
+	resp, err := http.Get(s.url("/readyz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("/readyz with Redis down: %d", resp.StatusCode)
+	}
+}
+
+// TestWebSocketTokenSubprotocol: a browser can send its token as a
+// subprotocol instead of in the URL.
+func TestWebSocketTokenSubprotocol(t *testing.T) {
+	s := startServer(t)
+	tok := mint(t, s, "sp", nil, nil)
+	c, err := ws.Dial(context.Background(), "ws://"+s.plainAddr+"/v1/ws", ws.DialOptions{Subprotocols: []string{"herald.v1", "herald.token." + tok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if e := next(t, c, notify.TypeSubscribed); e.Channel != "user:sp" {
+		t.Fatalf("got %s", e.JSON())
+	}
+}

@@ -19,6 +19,7 @@ type Handler struct {
 
 // NewHandler returns a Handler. cfg.Hub and cfg.Auth are required.
 func NewHandler(cfg wire.Config) *Handler {
+	cfg.Transport = "stream"
 	return &Handler{cfg: cfg.WithDefaults()}
 }
 

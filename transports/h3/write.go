@@ -101,6 +101,9 @@ func (s *stream) writeBatch(buf *writeBuf) (ok, ends bool) {
 		ends = ends || wire.EndsConnection(e)
 	}
 	ok = s.writeFlush(data)
+	if ok {
+		s.sess.Wrote(buf.batch)
+	}
 	if cap(data) <= maxWrite {
 		buf.data = data[:0]
 	} else {

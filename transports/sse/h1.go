@@ -167,6 +167,7 @@ func (s *h1stream) writeBatch(buf *writeBuf) bool {
 	if len(out) > 0 && !s.write(out) {
 		return false
 	}
+	s.sess.Wrote(buf.batch)
 	if ends {
 		s.sess.Close(notify.ErrShutdown)
 		s.end(nil)

@@ -23,6 +23,7 @@ type Handler struct {
 
 // NewHandler returns a Handler. cfg.Hub and cfg.Auth are required.
 func NewHandler(cfg wire.Config) *Handler {
+	cfg.Transport = "sse"
 	return &Handler{cfg: cfg.WithDefaults()}
 }
 
@@ -172,6 +173,7 @@ func (s *stream) writeBatch(buf *writeBuf) bool {
 	if len(out) > 0 && !s.write(out) {
 		return false
 	}
+	s.sess.Wrote(buf.batch)
 	if ends {
 		s.sess.Close(notify.ErrShutdown)
 		return false

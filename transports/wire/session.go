@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/notify"
@@ -27,15 +29,29 @@ type AuthFunc func(r *http.Request) (*notify.Grants, error)
 // Authenticate implements Authenticator.
 func (f AuthFunc) Authenticate(r *http.Request) (*notify.Grants, error) { return f(r) }
 
+// TokenProtocolPrefix starts the WebSocket subprotocol that carries a token
+// ("herald.token.<token>"), for browsers that keep tokens out of URLs (and
+// so out of access logs). The server answers with the subprotocol
+// "herald.v1", which the client must offer too.
+const TokenProtocolPrefix = "herald.token."
+
 // Token returns the credentials of r: the token query parameter (browsers
-// cannot set headers on WebSocket and EventSource requests), else an
-// Authorization: Bearer header.
+// cannot set headers on WebSocket and EventSource requests), an
+// Authorization: Bearer header, or a WebSocket subprotocol
+// herald.token.<token>.
 func Token(r *http.Request) string {
 	if t := r.URL.Query().Get("token"); t != "" {
 		return t
 	}
 	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		return strings.TrimSpace(h[7:])
+	}
+	for _, list := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(list, ",") {
+			if t, ok := strings.CutPrefix(strings.TrimSpace(p), TokenProtocolPrefix); ok {
+				return t
+			}
+		}
 	}
 	return ""
 }
@@ -64,6 +80,11 @@ type Config struct {
 	// lever of fan-out throughput; 1 writes each envelope on its own, for
 	// comparison.
 	MaxBatch int
+	// Transport names the transport in metrics ("ws", "sse", "stream");
+	// each handler sets it.
+	Transport string
+	// Observer, if set, is told of connections and writes, for metrics.
+	Observer Observer
 	// PublishLimiter, if set, is asked before each publish command with
 	// the key "user:<id>"; a refusal answers rate_limited.
 	PublishLimiter interface{ Allow(key string, n int) bool }
@@ -88,6 +109,20 @@ func (cfg Config) WithDefaults() Config {
 	return cfg
 }
 
+// Observer receives connection and delivery events, for metrics. Its
+// methods are called on connection and write paths: they must be fast and
+// must not block. transport is Config.Transport and the HTTP version, e.g.
+// "ws", "sse/h2", "stream/h3".
+type Observer interface {
+	Opened(transport string)
+	Closed(transport string, reason error)
+	// Wrote reports a write of messages message envelopes, the oldest
+	// published at oldest.
+	Wrote(transport string, messages int, oldest time.Time)
+	// Rejected reports a refused connection or command, by error code.
+	Rejected(transport, code string)
+}
+
 // Session is the transport-independent side of one client connection.
 type Session struct {
 	Conn     *notify.Conn
@@ -96,6 +131,9 @@ type Session struct {
 	cursor   Cursor
 	hub      *notify.Hub
 	limiter  interface{ Allow(key string, n int) bool }
+	observer Observer
+	label    string
+	closed   atomic.Bool
 }
 
 // Open authenticates r and registers its connection: the channels are the
@@ -106,6 +144,25 @@ type Session struct {
 // notify.ConnOptions). The caller must start its writer, then call
 // SubscribeInitial, and Close the session at the end.
 func Open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Session, error) {
+	label := cfg.Transport
+	if label != "ws" && label != "" {
+		label += "/h" + strconv.Itoa(r.ProtoMajor)
+	}
+	s, err := open(r, cfg, lastEventID, wake)
+	if cfg.Observer != nil {
+		if err != nil {
+			cfg.Observer.Rejected(label, notify.ErrorEnvelope(err, "").Code)
+		} else {
+			cfg.Observer.Opened(label)
+		}
+	}
+	if s != nil {
+		s.observer, s.label = cfg.Observer, label
+	}
+	return s, err
+}
+
+func open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Session, error) {
 	grants, err := cfg.Auth.Authenticate(r)
 	if err != nil {
 		return nil, err
@@ -187,6 +244,9 @@ func (s *Session) Handle(ctx context.Context, line []byte) {
 	if err != nil && s.Conn.Err() == nil && ctx.Err() == nil {
 		e := notify.ErrorEnvelope(err, cmd.Ref)
 		e.Channel = cmd.Channel
+		if s.observer != nil {
+			s.observer.Rejected(s.label, e.Code)
+		}
 		_ = s.Conn.Send(ctx, e)
 	}
 }
@@ -218,8 +278,33 @@ func (s *Session) run(ctx context.Context, cmd Command) error {
 	return nil
 }
 
-// Close closes the session's connection with reason (nil: the client left).
-func (s *Session) Close(reason error) { s.Conn.Close(reason) }
+// Close closes the session's connection with reason (nil: the client left;
+// a reason the hub gave first wins).
+func (s *Session) Close(reason error) {
+	s.Conn.Close(reason)
+	if s.closed.CompareAndSwap(false, true) && s.observer != nil {
+		s.observer.Closed(s.label, s.Conn.Err())
+	}
+}
+
+// Wrote tells the observer that batch was written.
+func (s *Session) Wrote(batch []*notify.Envelope) {
+	if s == nil || s.observer == nil {
+		return
+	}
+	n, oldest := 0, int64(0)
+	for _, e := range batch {
+		if e.Type == notify.TypeMessage {
+			if n == 0 || e.TS < oldest {
+				oldest = e.TS
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		s.observer.Wrote(s.label, n, time.UnixMilli(oldest))
+	}
+}
 
 // EndsConnection reports whether writing e must end the connection: the
 // reconnect advice of a drain.

@@ -24,6 +24,9 @@ type DialOptions struct {
 	HTTPClient *http.Client
 	// Header adds handshake headers (e.g. Origin).
 	Header http.Header
+	// Subprotocols offered; to send the token as a subprotocol (as
+	// browsers may), offer "herald.v1" and wire.TokenProtocolPrefix+token.
+	Subprotocols []string
 	// ReadLimit bounds one server frame. Default 16 MiB.
 	ReadLimit int64
 	// OnPing, if set, is called for each server ping; returning false
@@ -60,7 +63,7 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 	if opts.Token != "" {
 		header.Set("Authorization", "Bearer "+opts.Token)
 	}
-	dopts := &websocket.DialOptions{HTTPClient: opts.HTTPClient, HTTPHeader: header}
+	dopts := &websocket.DialOptions{HTTPClient: opts.HTTPClient, HTTPHeader: header, Subprotocols: opts.Subprotocols}
 	if opts.OnPing != nil {
 		dopts.OnPingReceived = func(context.Context, []byte) bool { return opts.OnPing() }
 	}

@@ -24,6 +24,7 @@ type Handler struct {
 
 // NewHandler returns a Handler. cfg.Hub and cfg.Auth are required.
 func NewHandler(cfg wire.Config) *Handler {
+	cfg.Transport = "ws"
 	return &Handler{cfg: cfg.WithDefaults()}
 }
 
@@ -43,6 +44,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws, err := websocket.Accept(leanHijacker{w}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the origin was checked above, with our patterns
 		CompressionMode:    websocket.CompressionDisabled,
+		// Chosen when offered: a client that sends its token as the
+		// subprotocol herald.token.<token> offers herald.v1 too.
+		Subprotocols: []string{"herald.v1"},
 	})
 	if err != nil {
 		sess.Close(nil) // Accept answered the request
@@ -142,6 +146,9 @@ func (c *conn) writeBatch(buf *writeBuf) bool {
 		ends = ends || wire.EndsConnection(e)
 	}
 	ok := c.write(frame)
+	if ok {
+		c.sess.Wrote(buf.batch)
+	}
 	if cap(frame) <= maxFrame {
 		buf.frame = frame[:0]
 	}

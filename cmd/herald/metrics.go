@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/notify/redisbroker"
+	"github.com/heraldhq/herald/transports/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus metrics. Per-connection and per-write
+// events come through wire.Observer; the hub's and the Redis broker's own
+// counters are read when Prometheus scrapes, so the delivery path pays
+// nothing per subscriber.
+type metrics struct {
+	reg       *prometheus.Registry
+	conns     *prometheus.GaugeVec
+	opened    *prometheus.CounterVec
+	closed    *prometheus.CounterVec
+	written   *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	rejected  *prometheus.CounterVec
+	published *prometheus.CounterVec
+}
+
+var _ wire.Observer = (*metrics)(nil)
+
+func newMetrics(broker notify.Broker) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_connections", Help: "Open client connections, by transport (and HTTP version).",
+		}, []string{"transport"}),
+		opened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_connections_opened_total", Help: "Client connections opened, by transport.",
+		}, []string{"transport"}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_connections_closed_total", Help: "Client connections closed, by transport and reason (closed, lagged, shutdown, …).",
+		}, []string{"transport", "reason"}),
+		written: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_messages_delivered_total", Help: "Messages written to clients, by transport.",
+		}, []string{"transport"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_delivery_latency_seconds",
+			Help:    "Time from publish to the write that delivered it, for the oldest message of each write (the write's worst case), by transport.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"transport"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_rejected_total", Help: "Refused connections, commands and REST calls, by transport (rest for the REST API) and error code (unauthorized, forbidden, too_large, too_many_connections, rate_limited, …).",
+		}, []string{"transport", "code"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_messages_published_total", Help: "Publish attempts on this instance, by result (ok, error).",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.conns, m.opened, m.closed, m.written, m.latency, m.rejected, m.published,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if rb, ok := broker.(*redisbroker.Broker); ok {
+		m.watchRedis(rb)
+	}
+	return m
+}
+
+// watchHub registers the hub's counters.
+func (m *metrics) watchHub(hub *notify.Hub) {
+	hubStat := func(f func(notify.HubStats) float64) func() float64 {
+		return func() float64 { return f(hub.Stats()) }
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_hub_deliveries_total", Help: "Messages queued to local subscribers."},
+			hubStat(func(s notify.HubStats) float64 { return float64(s.Delivered) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_queue_overflows_total", Help: "Connections closed as lagging (queue overflow or write timeout)."},
+			hubStat(func(s notify.HubStats) float64 { return float64(s.Lagged) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_channels", Help: "Channels with a broker subscription on this instance."},
+			hubStat(func(s notify.HubStats) float64 { return float64(s.Channels) })),
+	)
+}
+
+// watchRedis registers the Redis broker's counters.
+func (m *metrics) watchRedis(rb *redisbroker.Broker) {
+	redisStat := func(f func(redisbroker.Stats) uint64) func() float64 {
+		return func() float64 { return float64(f(rb.Stats())) }
+	}
+	{
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_redis_errors_total", Help: "Failed Redis calls."},
+				redisStat(func(s redisbroker.Stats) uint64 { return s.Errors })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_redis_resubscriptions_total", Help: "Pub/Sub resubscriptions after reconnects."},
+				redisStat(func(s redisbroker.Stats) uint64 { return s.Reconnects })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_redis_recovered_messages_total", Help: "Messages recovered from streams after a Pub/Sub reconnect."},
+				redisStat(func(s redisbroker.Stats) uint64 { return s.CatchUps })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_redis_history_lost_total", Help: "Catch-ups that found the history trimmed (clients were sent gap notices)."},
+				redisStat(func(s redisbroker.Stats) uint64 { return s.Lost })),
+		)
+	}
+}
+
+func (m *metrics) Opened(transport string) {
+	m.conns.WithLabelValues(transport).Inc()
+	m.opened.WithLabelValues(transport).Inc()
+}
+
+func (m *metrics) Closed(transport string, reason error) {
+	m.conns.WithLabelValues(transport).Dec()
+	code := notify.ErrClosed.Code
+	if reason != nil {
+		code = notify.ErrorEnvelope(reason, "").Code
+	}
+	m.closed.WithLabelValues(transport, code).Inc()
+}
+
+func (m *metrics) Wrote(transport string, n int, oldest time.Time) {
+	m.written.WithLabelValues(transport).Add(float64(n))
+	m.latency.WithLabelValues(transport).Observe(max(time.Since(oldest), 0).Seconds())
+}
+
+func (m *metrics) Rejected(transport, code string) {
+	m.rejected.WithLabelValues(transport, code).Inc()
+}
+
+// countingBroker counts publishes; everything else goes to the broker.
+type countingBroker struct {
+	notify.Broker
+	m *metrics
+}
+
+func (b countingBroker) Publish(ctx context.Context, p notify.Publication) (notify.ID, error) {
+	id, err := b.Broker.Publish(ctx, p)
+	b.count(1, err)
+	return id, err
+}
+
+func (b countingBroker) PublishBatch(ctx context.Context, ps []notify.Publication) ([]notify.ID, error) {
+	bp, ok := b.Broker.(notify.BatchPublisher)
+	if !ok {
+		ids := make([]notify.ID, 0, len(ps))
+		for _, p := range ps {
+			id, err := b.Publish(ctx, p)
+			if err != nil {
+				return ids, err
+			}
+			ids = append(ids, id)
+		}
+		return ids, nil
+	}
+	ids, err := bp.PublishBatch(ctx, ps)
+	b.count(len(ids), nil)
+	if err != nil {
+		b.count(len(ps)-len(ids), err)
+	}
+	return ids, err
+}
+
+func (b countingBroker) Ping(ctx context.Context) error {
+	if p, ok := b.Broker.(pinger); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+func (b countingBroker) count(n int, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	b.m.published.WithLabelValues(result).Add(float64(n))
+}
