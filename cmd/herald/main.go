@@ -1,11 +1,16 @@
 // Command herald is the Herald notification service.
 //
 //	herald serve     run a server (memory broker by default, --redis for Redis)
+//	herald token     mint a connect token
+//	herald publish   publish a message
+//	herald listen    print the envelopes of a connection (ws, sse or h3)
 //
 // Run `herald <command> --help` for a command's flags.
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -17,6 +22,9 @@ Usage:
 
 Commands:
   serve    run a server (embedded memory broker, or Redis with --redis)
+  token    mint a connect token (from a server, or locally with the secret)
+  publish  publish a message
+  listen   connect over ws, sse or h3 and print every envelope
 
 Run "herald <command> --help" for a command's flags and examples.
 `
@@ -30,12 +38,21 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
 		err = runServe(args)
+	case "token":
+		err = runToken(args, os.Stdout)
+	case "publish":
+		err = runPublish(args, os.Stdout)
+	case "listen":
+		err = runListen(args, os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return
 	default:
 		fmt.Fprintf(os.Stderr, "herald: unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "herald: %v\n", err)
