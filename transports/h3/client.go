@@ -119,7 +119,7 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 	}
 	c.body = resp.Body
 	if resp.StatusCode != http.StatusOK {
-		err := responseError(resp)
+		err := wire.ResponseError(resp)
 		_ = c.Close()
 		return nil, err
 	}
@@ -129,19 +129,6 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 	}
 	c.lines = lineReader{r: resp.Body, max: limit}
 	return c, nil
-}
-
-// responseError decodes a refused request's JSON error.
-func responseError(resp *http.Response) error {
-	var body struct {
-		Error struct{ Code, Message string }
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	_ = json.Unmarshal(b, &body)
-	if body.Error.Code == "" {
-		return fmt.Errorf("h3: request refused: %s", resp.Status)
-	}
-	return &notify.Error{Code: body.Error.Code, Message: body.Error.Message}
 }
 
 // Read returns the next envelope. At the end of the stream it returns

@@ -2,7 +2,6 @@ package sse
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/transports/wire"
 	r3 "github.com/r3labs/sse/v2"
 	"gopkg.in/cenkalti/backoff.v1"
 )
@@ -133,25 +133,12 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 // server's error.
 func checkResponse(resp *http.Response) error {
 	if resp.StatusCode != http.StatusOK {
-		return responseError(resp)
+		return wire.ResponseError(resp)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		return fmt.Errorf("sse: response is %q, not an event stream", resp.Header.Get("Content-Type"))
 	}
 	return nil
-}
-
-// responseError decodes a refused request's {"error":{"code","message"}}.
-func responseError(resp *http.Response) error {
-	var body struct {
-		Error struct{ Code, Message string }
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	_ = json.Unmarshal(b, &body)
-	if body.Error.Code == "" {
-		return fmt.Errorf("sse: request refused: %s", resp.Status)
-	}
-	return &notify.Error{Code: body.Error.Code, Message: body.Error.Message}
 }
 
 // run reads the stream until it ends. SubscribeWithContext returns nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -381,4 +382,22 @@ func WriteError(w http.ResponseWriter, err error) {
 
 func errForbiddenOrigin(origin string) error {
 	return notify.Errorf(notify.ErrForbidden, "origin %q is not allowed", truncate(origin))
+}
+
+// ResponseError is the error a client reports for a refused request: the
+// server's *notify.Error from the JSON body, or, for a body without one
+// (a proxy's page, a wrong URL), a *notify.Error with code
+// "http_<status>" so that callers can still tell the status.
+func ResponseError(resp *http.Response) error {
+	var body struct {
+		Error struct{ Code, Message string }
+	}
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		_ = json.Unmarshal(b, &body)
+	}
+	if body.Error.Code == "" {
+		return &notify.Error{Code: "http_" + strconv.Itoa(resp.StatusCode), Message: "request refused: " + resp.Status}
+	}
+	return &notify.Error{Code: body.Error.Code, Message: body.Error.Message}
 }

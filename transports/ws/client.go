@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 
@@ -70,7 +69,7 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 	ws, resp, err := websocket.Dial(ctx, u.String(), dopts)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, responseError(resp)
+			return nil, wire.ResponseError(resp)
 		}
 		return nil, fmt.Errorf("ws: dial: %w", err)
 	}
@@ -80,21 +79,6 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 	}
 	ws.SetReadLimit(limit)
 	return &Client{ws: ws}, nil
-}
-
-// responseError decodes a refused handshake's JSON error.
-func responseError(resp *http.Response) error {
-	var body struct {
-		Error struct{ Code, Message string }
-	}
-	if resp.Body != nil {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		_ = json.Unmarshal(b, &body)
-	}
-	if body.Error.Code == "" {
-		return fmt.Errorf("ws: handshake refused: %s", resp.Status)
-	}
-	return &notify.Error{Code: body.Error.Code, Message: body.Error.Message}
 }
 
 // Read returns the next envelope. When the server closes the connection it

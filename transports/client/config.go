@@ -1,0 +1,203 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/notify"
+)
+
+// Transport names one of Herald's transports.
+type Transport string
+
+// The transports a Client can use.
+const (
+	// WebSocket: GET /v1/ws, both directions.
+	WebSocket Transport = "ws"
+	// SSE: Server-Sent Events, GET /v1/sse, server to client only: Publish
+	// is refused and a change of channels reconnects.
+	SSE Transport = "sse"
+	// HTTP3: an NDJSON stream over HTTP/3, POST /v1/stream, both
+	// directions. Needs an https URL.
+	HTTP3 Transport = "h3"
+)
+
+// Config configures a Client. Zero values are the defaults.
+type Config struct {
+	// URL is the server's base URL: http://host:8080 or
+	// https://host:8443, optionally with a path prefix for a reverse
+	// proxy. The client derives the endpoint of its transport from it
+	// (/v1/ws with a ws:// or wss:// scheme, /v1/sse, /v1/stream).
+	URL string
+	// Transport is WebSocket, SSE or HTTP3. Default WebSocket.
+	Transport Transport
+	// Token returns a connect token. It is called before every connection
+	// attempt (tokens are short-lived and may be single-use), never
+	// concurrently. An error is retried with backoff like a failed
+	// connection, unless it is a *notify.Error with a code that retrying
+	// cannot fix (see Run), which stops the client. nil means no token.
+	// Every token must be for the same user: the user's channel position
+	// is resumed with it.
+	Token func(ctx context.Context) (string, error)
+	// Channels are subscribed at every connection, besides the user's own
+	// channel, which the server always subscribes.
+	Channels []string
+	// Since is a cursor to resume from, as returned by Client.Positions:
+	// "news=1700000000000-0;user:42=1699999999999-3". A bare ID is
+	// accepted when Channels has exactly one channel. Channels without a
+	// position start with live messages.
+	Since string
+	// Backoff shapes the delays between reconnection attempts.
+	Backoff Backoff
+	// HealthyAfter is how long a connection must stay up to count as
+	// healthy: the backoff then starts over. A connection that ends
+	// sooner counts as a failed attempt, so that a server that accepts
+	// and drops at once is not hammered. Default 5s.
+	HealthyAfter time.Duration
+	// DialTimeout bounds one connection attempt (the token excluded).
+	// Default 15s.
+	DialTimeout time.Duration
+	// WriteTimeout bounds sending one command. A command is sent under the
+	// connection's own context, never the caller's: on WebSocket and
+	// HTTP/3 an interrupted write breaks the whole connection. Default 10s.
+	WriteTimeout time.Duration
+	// BufferSize is how many envelopes wait for Next. When it is full the
+	// client stops reading the connection (see Next). Default 256.
+	BufferSize int
+	// ReadLimit bounds one envelope (an SSE event, a WebSocket frame, an
+	// NDJSON line). Zero means each dialer's default (1 MiB for SSE, 16 MiB
+	// otherwise).
+	ReadLimit int
+	// TLSConfig for https URLs. For HTTP3 it is the QUIC handshake's; for
+	// WebSocket and SSE it is used when HTTPClient is nil.
+	TLSConfig *tls.Config
+	// HTTPClient makes WebSocket handshakes and SSE requests. nil means
+	// http.DefaultClient, or a client with TLSConfig when that is set. Its
+	// Timeout must be zero: it would cut the SSE stream.
+	HTTPClient *http.Client
+	// Header adds request headers (e.g. Origin) to every connection.
+	Header http.Header
+	// OnState, if set, is called with every state change, in order, from
+	// the goroutine running Run. It must return quickly and must not call
+	// Close (which waits for Run); cancel Run's context instead.
+	OnState func(State)
+	// Logger; nil means silent.
+	Logger *slog.Logger
+	// Rand draws the backoff jitter; nil means math/rand/v2's generator.
+	// Tests set a deterministic one. *rand.Rand implements it.
+	Rand interface{ Int64N(n int64) int64 }
+}
+
+// Backoff is exponential backoff with full jitter: before reconnection
+// attempt n (0 first) the client waits a uniformly random delay in
+// [0, min(Max, Min·Factorⁿ)]. Full jitter spreads out the clients a server
+// restart disconnected at once. Zero values are the defaults.
+type Backoff struct {
+	Min    time.Duration // ceiling of the first delay; default 250ms
+	Max    time.Duration // cap of every delay; default 30s
+	Factor float64       // growth per attempt, at least 1; default 2
+}
+
+// withDefaults returns cfg with its defaults filled in.
+func (cfg Config) withDefaults() Config {
+	if cfg.Transport == "" {
+		cfg.Transport = WebSocket
+	}
+	if cfg.Backoff.Min <= 0 {
+		cfg.Backoff.Min = 250 * time.Millisecond
+	}
+	if cfg.Backoff.Max <= 0 {
+		cfg.Backoff.Max = 30 * time.Second
+	}
+	cfg.Backoff.Max = max(cfg.Backoff.Max, cfg.Backoff.Min)
+	if cfg.Backoff.Factor == 0 {
+		cfg.Backoff.Factor = 2
+	}
+	if cfg.HealthyAfter <= 0 {
+		cfg.HealthyAfter = 5 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = 256
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = http.DefaultClient
+		if cfg.TLSConfig != nil {
+			cfg.HTTPClient = &http.Client{Transport: &http.Transport{
+				Proxy:           http.ProxyFromEnvironment,
+				TLSClientConfig: cfg.TLSConfig,
+			}}
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = globalRand{}
+	}
+	return cfg
+}
+
+// validate reports the first thing wrong with cfg (defaults applied).
+func (cfg *Config) validate() error {
+	switch cfg.Transport {
+	case WebSocket, SSE, HTTP3:
+	default:
+		return fmt.Errorf("client: unknown transport %q (want ws, sse or h3)", cfg.Transport)
+	}
+	if f := cfg.Backoff.Factor; f < 1 || math.IsInf(f, 0) || math.IsNaN(f) {
+		return fmt.Errorf("client: backoff factor %v is not a finite number ≥ 1", f)
+	}
+	for _, ch := range cfg.Channels {
+		if err := notify.ValidateChannel(ch); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+	}
+	if cfg.HTTPClient.Timeout != 0 && cfg.Transport == SSE {
+		return errors.New("client: HTTPClient.Timeout must be zero: it would cut the event stream")
+	}
+	return nil
+}
+
+// endpoint derives the URL of transport t's endpoint from base.
+func endpoint(base string, t Transport) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("client: URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("client: URL %q: the scheme must be http or https", base)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("client: URL %q has no host", base)
+	}
+	u.RawQuery, u.Fragment = "", ""
+	prefix := strings.TrimSuffix(u.Path, "/")
+	switch t {
+	case WebSocket:
+		u.Path = prefix + "/v1/ws"
+		u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	case SSE:
+		u.Path = prefix + "/v1/sse"
+	case HTTP3:
+		if u.Scheme != "https" {
+			return "", fmt.Errorf("client: URL %q: HTTP/3 needs https", base)
+		}
+		u.Path = prefix + "/v1/stream"
+	}
+	u.RawPath = ""
+	return u.String(), nil
+}
