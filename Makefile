@@ -1,7 +1,7 @@
 # The two commands of README.md: `make run` and `make test`.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test deps vet staticcheck unit bench
+.PHONY: run test deps vet staticcheck unit bench bench-memory
 
 run:
 	go run ./cmd/herald serve
@@ -20,6 +20,12 @@ staticcheck:
 unit:
 	go test -race -timeout 30m ./...
 
-# Core benchmarks; figures are quoted in commit messages and docs.
+# Micro-benchmarks; figures are quoted in commit messages and docs.
 bench:
-	go test -run '^$$' -bench . -benchmem ./notify/...
+	go test -run '^$$' -bench 'Dispatch|RedisPublish|WriteBatch' -benchmem ./notify/... ./transports/...
+	go test -run '^$$' -bench Broadcast -benchtime 2000x ./transports/ws ./transports/sse ./transports/h3
+
+# Idle memory per connection, 10,000 connections (WebSocket, SSE).
+bench-memory:
+	go test -run '^$$' -bench IdleMemory -benchtime 1x ./transports/ws ./transports/sse
+	go test -run '^$$' -bench IdleMemory -benchtime 1x ./transports/h3 -args -memconns=2000
