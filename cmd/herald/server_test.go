@@ -427,3 +427,26 @@ func TestWebSocketTokenSubprotocol(t *testing.T) {
 		t.Fatalf("got %s", e.JSON())
 	}
 }
+
+// TestSingleUseTokenReplayAcrossInstances: with --single-use-tokens, a token
+// used on one instance is refused on another sharing the Redis.
+func TestSingleUseTokenReplayAcrossInstances(t *testing.T) {
+	srv := redistest.Start(t)
+	a := startServer(t, "--redis", srv.URL(), "--single-use-tokens")
+	b := startServer(t, "--redis", srv.URL(), "--single-use-tokens")
+	tok := mint(t, a, "once", nil, nil)
+	ctx := context.Background()
+	c, err := ws.Dial(ctx, "ws://"+a.plainAddr+"/v1/ws", ws.DialOptions{Token: tok})
+	if err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	c.CloseNow()
+	for _, s := range []*server{a, b} {
+		if _, err := ws.Dial(ctx, "ws://"+s.plainAddr+"/v1/ws", ws.DialOptions{Token: tok}); !errors.Is(err, notify.ErrUnauthorized) {
+			t.Fatalf("replay on %s: %v; want unauthorized", s.plainAddr, err)
+		}
+		if _, err := sse.Dial(ctx, s.url("/v1/sse"), sse.DialOptions{Token: tok}); !errors.Is(err, notify.ErrUnauthorized) {
+			t.Fatalf("replay over SSE on %s: %v; want unauthorized", s.plainAddr, err)
+		}
+	}
+}
