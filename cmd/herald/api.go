@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -107,6 +108,46 @@ func (a *api) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
+}
+
+// demoToken handles POST /v1/demo/token, which only a development server
+// (one that generated its own API key) has, so that the demo page at /
+// works out of the box with no secret in the page. It answers loopback
+// clients of the server's own origin only, with a one-minute token for the
+// user that may subscribe and publish to every topic and to the user's own
+// channel:
+//
+//	{"user":"ada"} → {"token":"…","expires_at":"…"}
+func (a *api) demoToken(w http.ResponseWriter, r *http.Request) {
+	if !isLoopback(r.RemoteAddr) || !wire.OriginAllowed(r, nil) {
+		wire.WriteError(w, notify.Errorf(notify.ErrForbidden, "demo tokens are for the demo page, on this machine"))
+		return
+	}
+	var req struct {
+		User string `json:"user"`
+	}
+	if err := readJSON(r, 4<<10, &req); err != nil {
+		wire.WriteError(w, err)
+		return
+	}
+	if err := notify.ValidateUser(req.User); err != nil {
+		wire.WriteError(w, err)
+		return
+	}
+	tok, exp, err := a.auth.Mint(auth.TokenRequest{
+		User: req.User, Channels: []string{"*"}, Publish: []string{"*", notify.UserChannel(req.User)}, TTL: time.Minute,
+	})
+	if err != nil {
+		wire.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
+}
+
+func isLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
 }
 
 type publication struct {

@@ -79,7 +79,7 @@ Flags:
 	fs.StringVar(&c.certFile, "cert", "", "TLS certificate file (PEM); empty generates a development certificate")
 	fs.StringVar(&c.keyFile, "key", "", "TLS private key file (PEM)")
 	fs.StringVar(&c.certDir, "cert-dir", defaultCertDir(), "where the development certificate is kept and reused")
-	fs.StringVar(&c.redisURL, "redis", "", "Redis URL (redis://host:port/db); empty runs the embedded memory broker")
+	fs.StringVar(&c.redisURL, "redis", "", "Redis URL (redis://host:port/db), or a Redis Cluster (redis-cluster://host1:7000,host2:7001,…); empty runs the embedded memory broker")
 	fs.StringVar(&c.secret, "secret", "", "token signing secret (at least 32 bytes); empty generates one for this run")
 	fs.Var(&c.apiKeys, "api-key", "server-to-server API key (repeatable or comma-separated); empty generates one for this run")
 	fs.Var(&c.allowedOrigins, "allowed-origins", "browser origins allowed cross-site, e.g. https://app.example.com,https://*.example.com")

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +49,9 @@ type server struct {
 	plain, secure *http.Server
 	quic          *http3.Server
 	ready         atomic.Bool
+	// devMode: no --api-key was given, so the server generated one, and it
+	// hands out demo tokens (POST /v1/demo/token) to the demo page.
+	devMode bool
 
 	// Addresses actually bound (for tests and logs).
 	plainAddr, tlsAddr string
@@ -53,16 +59,12 @@ type server struct {
 
 func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	s := &server{cfg: cfg, log: log}
-	var rdb *redis.Client
+	var rdb redis.UniversalClient
 	if cfg.redisURL != "" {
-		opt, err := redis.ParseURL(cfg.redisURL)
-		if err != nil {
+		var err error
+		if rdb, err = newRedisClient(cfg.redisURL); err != nil {
 			return nil, fmt.Errorf("--redis: %v", err)
 		}
-		// A publish must not be retried: if the first attempt reached
-		// Redis, a retry would publish the message twice.
-		opt.MaxRetries = -1
-		rdb = redis.NewClient(opt)
 		s.closer = append(s.closer, func() { _ = rdb.Close() })
 		b, err := redisbroker.New(redisbroker.Config{
 			Client: rdb, HistorySize: int64(cfg.historySize), HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize, Logger: log,
@@ -121,7 +123,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 
 // authConfig makes the authenticator's configuration, generating a secret
 // and an API key for development when none is configured.
-func (s *server) authConfig(rdb *redis.Client) (auth.Config, error) {
+func (s *server) authConfig(rdb redis.UniversalClient) (auth.Config, error) {
 	cfg := auth.Config{Secret: []byte(s.cfg.secret), APIKeys: s.cfg.apiKeys}
 	if s.cfg.secret == "" {
 		cfg.Secret = []byte(randomHex(32))
@@ -130,6 +132,7 @@ func (s *server) authConfig(rdb *redis.Client) (auth.Config, error) {
 	if len(cfg.APIKeys) == 0 {
 		key := randomHex(16)
 		cfg.APIKeys = []string{key}
+		s.devMode = true
 		s.log.Warn("DEVELOPMENT MODE: no --api-key given; generated one for this run (set HERALD_API_KEY in production)", "api_key", key)
 	}
 	if s.cfg.singleUseTokens {
@@ -140,6 +143,48 @@ func (s *server) authConfig(rdb *redis.Client) (auth.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// newRedisClient makes the client for --redis: redis://host:port/db (or
+// rediss://) for one Redis, redis-cluster://host1:port1,host2:port2,… (or
+// rediss-cluster://, with optional user:password@ and go-redis's cluster
+// query options) for Redis Cluster, any node being a seed.
+func newRedisClient(rawURL string) (redis.UniversalClient, error) {
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok || (scheme != "redis-cluster" && scheme != "rediss-cluster") {
+		opt, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, err
+		}
+		// A publish must not be retried: if the first attempt reached
+		// Redis, a retry would publish the message twice.
+		opt.MaxRetries = -1
+		return redis.NewClient(opt), nil
+	}
+	userinfo, hostsAndQuery, hasUser := strings.Cut(rest, "@")
+	if !hasUser {
+		userinfo, hostsAndQuery = "", rest
+	}
+	hosts, query, _ := strings.Cut(hostsAndQuery, "?")
+	hosts = strings.TrimSuffix(hosts, "/")
+	seeds := strings.Split(hosts, ",")
+	if hosts == "" || slices.Contains(seeds, "") {
+		return nil, fmt.Errorf("%s://: list the cluster's seed nodes, comma-separated: %s://host1:7000,host2:7001", scheme, scheme)
+	}
+	u := strings.TrimSuffix(scheme, "-cluster") + "://"
+	if hasUser {
+		u += userinfo + "@"
+	}
+	u += seeds[0] + "?" + query
+	for _, seed := range seeds[1:] {
+		u += "&addr=" + url.QueryEscape(seed)
+	}
+	opt, err := redis.ParseClusterURL(u)
+	if err != nil {
+		return nil, err
+	}
+	opt.MaxRetries = -1
+	return redis.NewClusterClient(opt), nil
 }
 
 func randomHex(n int) string {
@@ -159,6 +204,9 @@ func (s *server) routes(a *api) *http.ServeMux {
 	mux.HandleFunc("POST /v1/token", a.token)
 	mux.HandleFunc("POST /v1/publish", a.publish)
 	mux.HandleFunc("GET /v1/history", a.history)
+	if s.devMode {
+		mux.HandleFunc("POST /v1/demo/token", a.demoToken)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
@@ -216,6 +264,10 @@ func (s *server) listen() (plainLn, tlsLn net.Listener, udp net.PacketConn, err 
 		tcp.Close()
 		return nil, nil, nil, fmt.Errorf("HTTP/3 listener: %w", err)
 	}
+	// http3.Server.Serve does not close a PacketConn it did not create:
+	// without this the UDP port stays bound after drain (until the garbage
+	// collector finalizes the socket).
+	s.closer = append(s.closer, func() { _ = udp.Close() })
 	s.tlsAddr = tcp.Addr().String()
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	s.quic = h3.NewServer(s.plain.Handler, &tls.Config{Certificates: []tls.Certificate{cert}}, s.wire)
@@ -358,8 +410,11 @@ func (s *server) close() {
 }
 
 func brokerName(cfg *serveConfig) string {
-	if cfg.redisURL == "" {
+	switch {
+	case cfg.redisURL == "":
 		return "memory"
+	case strings.Contains(cfg.redisURL, "-cluster://"):
+		return "redis-cluster"
 	}
 	return "redis"
 }

@@ -1,7 +1,8 @@
 // Package redistest starts private redis-server processes for tests: each on
 // a free loopback port, with its own data directory, stopped when the test
 // ends. A Server can be killed, restarted on the same port and paused, for
-// fault tests. Tests never skip when redis-server is missing: they fail and
+// fault tests. StartCluster starts a Redis Cluster of such servers. Tests
+// never skip when redis-server is missing: they fail and
 // say what to install.
 package redistest
 
@@ -119,6 +120,13 @@ func (s *Server) Restart() {
 		time.Sleep(100 * time.Millisecond) // the port may linger briefly
 	}
 	s.t.Fatalf("redistest: restart: %v", err)
+}
+
+// Running reports whether the server process is running (not killed).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
 }
 
 // Pause stops the process with SIGSTOP: connections stay open, nothing is

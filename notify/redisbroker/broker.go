@@ -9,6 +9,12 @@
 // the channel up from its stream, so a dropped Pub/Sub connection, a Redis
 // restart or a pause loses nothing that the stream still holds.
 //
+// On Redis Cluster (Config.Client a *redis.ClusterClient) the broker uses
+// sharded Pub/Sub: the script SPUBLISHes, each Pub/Sub connection holds only
+// channels of one node, and a channel whose slot moves (a sunsubscribe push,
+// a MOVED reply, a failover) is resubscribed on its new node and caught up
+// from its stream like after a reconnect; see cluster.go.
+//
 // Redis must persist the streams (AOF) for messages to survive a Redis
 // restart; see docs/architecture.md.
 package redisbroker
@@ -30,9 +36,11 @@ import (
 
 // Config configures a Broker. Zero values are the defaults.
 type Config struct {
-	// Client is the Redis client. Required; the caller closes it after the
-	// broker.
-	Client *redis.Client
+	// Client is the Redis client: a *redis.Client for one Redis, or a
+	// *redis.ClusterClient for Redis Cluster (sharded Pub/Sub). Required;
+	// the caller closes it after the broker. Give it MaxRetries -1: a
+	// retried publish whose first attempt reached Redis publishes twice.
+	Client redis.UniversalClient
 	// Prefix starts every key and Pub/Sub channel. Default "herald:".
 	Prefix string
 	// HistorySize is the approximate number of messages each channel's
@@ -44,7 +52,7 @@ type Config struct {
 	// MaxPayload bounds a message's data. Default notify.DefaultMaxPayload.
 	MaxPayload int
 	// PubSubConns is the number of Pub/Sub connections channels are spread
-	// over. Default 4.
+	// over (on Redis Cluster: per master node). Default 4.
 	PubSubConns int
 	// HealthCheck is how often an idle Pub/Sub connection is pinged; one
 	// that does not answer within another HealthCheck is replaced.
@@ -56,9 +64,15 @@ type Config struct {
 
 // Broker is a notify.Broker on Redis. Close stops its Pub/Sub connections.
 type Broker struct {
-	cfg    Config
-	rdb    *redis.Client
-	shards []*shard
+	cfg     Config
+	rdb     redis.UniversalClient
+	cluster *redis.ClusterClient // nil unless on Redis Cluster
+	publish *redis.Script        // PUBLISH, or SPUBLISH on a cluster
+	shards  []*shard             // fixed; on a cluster see routes
+
+	routes routes // cluster mode: shards by node, channel homes
+
+	kick chan struct{} // cluster mode: wakes rebalanceLoop
 
 	ctx          context.Context // cancelled by Close
 	cancel       context.CancelFunc
@@ -97,20 +111,27 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &Broker{cfg: cfg, rdb: cfg.Client, catchUpSlots: make(chan struct{}, maxConcurrentCatchUps)}
+	b := &Broker{cfg: cfg, rdb: cfg.Client, publish: publishScript, catchUpSlots: make(chan struct{}, maxConcurrentCatchUps)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if c, ok := cfg.Client.(*redis.ClusterClient); ok {
+		b.cluster, b.publish = c, spublishScript
+		b.routes.init()
+		b.kick = make(chan struct{}, 1)
+	}
 	// Load the scripts now so the first publish is one round trip; if Redis
-	// is down, run loads them later.
+	// is down, run loads them later. On a cluster, ScriptLoad reaches every
+	// node.
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
-	_ = publishScript.Load(ctx, b.rdb).Err()
+	_ = b.publish.Load(ctx, b.rdb).Err()
 	_ = historyScript.Load(ctx, b.rdb).Err()
 	cancel()
-	for i := 0; i < cfg.PubSubConns; i++ {
-		s := newShard(b, i)
-		b.shards = append(b.shards, s)
-		b.wg.Add(2)
-		go s.readLoop()
-		go s.healthLoop()
+	if b.cluster != nil {
+		b.wg.Add(1)
+		go b.rebalanceLoop()
+		return b, nil
+	}
+	for range cfg.PubSubConns {
+		b.startShard(newShard(b, ""))
 	}
 	return b, nil
 }
@@ -119,7 +140,7 @@ func New(cfg Config) (*Broker, error) {
 // goroutines. Subscriptions end; the Redis client stays open.
 func (b *Broker) Close() error {
 	b.cancel()
-	for _, s := range b.shards {
+	for _, s := range b.allShards(true) {
 		s.close()
 	}
 	b.wg.Wait()
@@ -144,6 +165,16 @@ func (b *Broker) pubsubChannel(channel string) string {
 	return b.cfg.Prefix + "{" + channel + "}"
 }
 
+// spublishScript is publishScript for Redis Cluster: SPUBLISH, so that the
+// message reaches only the shard (master and replicas) owning the channel's
+// slot, which is also the stream's slot.
+var spublishScript = redis.NewScript(`
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3], 'd', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SPUBLISH', ARGV[5], id .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+return id
+`)
+
 // publishScript stores the message and publishes "<id>\n<event>\n<data>" in
 // one round trip. KEYS[1] stream; ARGV: maxlen, ttl ms, event, data, Pub/Sub
 // channel.
@@ -160,7 +191,7 @@ func (b *Broker) Publish(ctx context.Context, p notify.Publication) (notify.ID, 
 	if err != nil {
 		return notify.ID{}, err
 	}
-	res, err := b.run(ctx, publishScript, []string{b.streamKey(p.Channel)}, b.publishArgs(p, data)...).Text()
+	res, err := b.run(ctx, b.publish, []string{b.streamKey(p.Channel)}, b.publishArgs(p, data)...).Text()
 	if err != nil {
 		b.stats.errors.Add(1)
 		return notify.ID{}, notify.Unavailable("publish", err)
@@ -176,12 +207,20 @@ func (b *Broker) publishArgs(p notify.Publication, data []byte) []any {
 // cache (a restart), it loads the script and runs it again; go-redis's
 // Script.Run would instead send the whole script with EVAL on every call.
 func (b *Broker) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
-	cmd := s.EvalSha(ctx, b.rdb, keys, args...)
+	if b.cluster != nil {
+		return b.runOnSlotOwner(ctx, s, keys, args...)
+	}
+	return runOn(ctx, b.rdb, s, keys, args...)
+}
+
+// runOn runs a script by its SHA on c, loading it there if c lacks it.
+func runOn(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	cmd := s.EvalSha(ctx, c, keys, args...)
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		if err := s.Load(ctx, b.rdb).Err(); err != nil {
+		if err := s.Load(ctx, c).Err(); err != nil {
 			return cmd
 		}
-		cmd = s.EvalSha(ctx, b.rdb, keys, args...)
+		cmd = s.EvalSha(ctx, c, keys, args...)
 	}
 	return cmd
 }
@@ -199,6 +238,9 @@ func (b *Broker) PublishBatch(ctx context.Context, ps []notify.Publication) ([]n
 	}
 	if len(ps) == 0 {
 		return nil, nil
+	}
+	if b.cluster != nil {
+		return b.publishBatchCluster(ctx, ps, datas)
 	}
 	// EVALSHA in a pipeline: load the script once if Redis lost it.
 	run := func() ([]*redis.Cmd, error) {
@@ -379,6 +421,7 @@ type Stats struct {
 	Reconnects uint64 // Pub/Sub subscription confirmations after the first
 	CatchUps   uint64 // messages recovered from streams after a reconnect
 	Lost       uint64 // channels whose catch-up found trimmed history
+	Moves      uint64 // cluster: channels resubscribed on another node
 }
 
 // Stats returns the broker's counters.
@@ -388,6 +431,7 @@ func (b *Broker) Stats() Stats {
 		Reconnects: b.stats.reconnects.Load(),
 		CatchUps:   b.stats.caughtUp.Load(),
 		Lost:       b.stats.lost.Load(),
+		Moves:      b.stats.moves.Load(),
 	}
 }
 

@@ -20,8 +20,14 @@ import (
 // that succeeded is delivered, exactly once, in order.
 func faultRun(t *testing.T, srv *redistest.Server, total int, fault func()) (sub *redisbroker.Broker, failed int) {
 	t.Helper()
-	pub := newBroker(t, srv, redisbroker.Config{})
-	sub = newBroker(t, srv, redisbroker.Config{})
+	return faultRunWith(t, func() *redisbroker.Broker { return newBroker(t, srv, redisbroker.Config{}) }, total, fault)
+}
+
+// faultRunWith is faultRun with brokers made by newInstance.
+func faultRunWith(t *testing.T, newInstance func() *redisbroker.Broker, total int, fault func()) (sub *redisbroker.Broker, failed int) {
+	t.Helper()
+	pub := newInstance()
+	sub = newInstance()
 	hub := notify.NewHub(sub, notify.HubConfig{})
 	t.Cleanup(func() { _ = hub.Close() })
 	cl := brokertest.Connect(t, hub)
@@ -103,8 +109,8 @@ func faultRun(t *testing.T, srv *redistest.Server, total int, fault func()) (sub
 		}
 	}
 	st := sub.Stats()
-	t.Logf("%d publishes: %d succeeded, %d failed with an error, %d delivered (%d of them after failing at the publisher); subscriber broker: %d resubscriptions, %d messages recovered from the stream",
-		total, len(ok), failed, len(seen), len(seen)-len(ok), st.Reconnects, st.CatchUps)
+	t.Logf("%d publishes: %d succeeded, %d failed with an error, %d delivered (%d of them after failing at the publisher), 0 lost, 0 duplicated; subscriber broker: %d resubscriptions, %d channel moves, %d messages recovered from the stream",
+		total, len(ok), failed, len(seen), len(seen)-len(ok), st.Reconnects, st.Moves, st.CatchUps)
 	return sub, failed
 }
 

@@ -28,13 +28,15 @@ type brokerStats struct {
 	reconnects atomic.Uint64
 	caughtUp   atomic.Uint64
 	lost       atomic.Uint64
+	moves      atomic.Uint64
 }
 
 // shard is one Pub/Sub connection and the channels subscribed on it. Its
 // read loop only parses and hands messages to sinks (which never block), so
 // it never stalls behind a slow consumer.
 type shard struct {
-	b *Broker
+	b    *Broker
+	addr string // cluster mode: the master node its channels live on
 
 	// ctl serializes the commands that change the subscription set
 	// (subscribe, unsubscribe, replacing the connection), so that they reach
@@ -45,6 +47,12 @@ type shard struct {
 	ps     *redis.PubSub     // guarded by mu; replaced when it stops answering
 	chans  map[string]*rchan // Pub/Sub channel name → state; guarded by mu
 	closed bool              // guarded by mu
+	// Cluster mode. go-redis connects a PubSub, and reconnects it, to the
+	// node of its first channel's slot: pinned reports that ps was created
+	// with a channel of addr. orphans are channels the server unsubscribed
+	// (their slot moved), since when. Both guarded by mu.
+	pinned  bool
+	orphans map[string]time.Time
 
 	lastHeard atomic.Int64 // unix nanos of the last reply read; owned by readLoop
 }
@@ -64,11 +72,64 @@ type rchan struct {
 	removed  bool
 }
 
-func newShard(b *Broker, idx int) *shard {
-	s := &shard{b: b, chans: make(map[string]*rchan)}
-	s.ps = b.rdb.Subscribe(b.ctx)
+func newShard(b *Broker, addr string) *shard {
+	s := &shard{b: b, addr: addr, chans: make(map[string]*rchan), orphans: make(map[string]time.Time)}
+	if b.cluster != nil {
+		s.ps = b.cluster.SSubscribe(b.ctx)
+	} else {
+		s.ps = b.rdb.Subscribe(b.ctx)
+	}
 	s.lastHeard.Store(time.Now().UnixNano())
 	return s
+}
+
+// startShard starts s's goroutines.
+func (b *Broker) startShard(s *shard) {
+	if b.cluster == nil {
+		b.shards = append(b.shards, s)
+	}
+	b.wg.Add(2)
+	go s.readLoop()
+	go s.healthLoop()
+}
+
+// subscribeLocked sends SUBSCRIBE, or on a cluster SSUBSCRIBE, for names,
+// which are in s.chans. s.ctl must be held. An unpinned cluster shard gets
+// a new PubSub created with names, so that go-redis puts it, and every
+// reconnection of it, on the node of their slot.
+func (s *shard) subscribeLocked(ctx context.Context, names ...string) error {
+	if s.b.cluster == nil {
+		return s.current().Subscribe(ctx, names...)
+	}
+	s.mu.Lock()
+	ps, pinned := s.ps, s.pinned
+	s.mu.Unlock()
+	if pinned {
+		return ps.SSubscribe(ctx, names...)
+	}
+	nps := s.b.cluster.SSubscribe(s.b.ctx, names...)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nps.Close()
+	}
+	old := s.ps
+	s.ps, s.pinned = nps, true
+	s.mu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+	return nil
+}
+
+// unsubscribeLocked sends UNSUBSCRIBE (SUNSUBSCRIBE) for a channel already
+// removed from s.chans. s.ctl must be held. go-redis forgets the channel
+// even if the write fails, so a reconnect does not resubscribe it.
+func (s *shard) unsubscribeLocked(ctx context.Context, ps *redis.PubSub, name string) error {
+	if s.b.cluster == nil {
+		return ps.Unsubscribe(ctx, name)
+	}
+	return ps.SUnsubscribe(ctx, name)
 }
 
 func (s *shard) current() *redis.PubSub {
@@ -101,13 +162,16 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, sink notify.Sink
 	if err := notify.ValidateChannel(channel); err != nil {
 		return err
 	}
-	s := b.shards[shardOf(channel, len(b.shards))]
 	name := b.pubsubChannel(channel)
 	var (
 		last  notify.ID
 		known bool
 	)
 	for {
+		s, err := b.shardFor(ctx, channel, name)
+		if err != nil {
+			return err
+		}
 		if s.lookup(name) == nil && !known {
 			// The stream's end before SUBSCRIBE: the first catch-up
 			// starts there, covering what is published until Redis
@@ -124,20 +188,24 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, sink notify.Sink
 			s.ctl.Unlock()
 			continue
 		}
+		if rc == nil && !b.claim(name, s) {
+			s.ctl.Unlock() // subscribed meanwhile on another shard
+			continue
+		}
 		if rc == nil {
 			rc = &rchan{channel: channel, confirmed: make(chan struct{}), last: last, sinks: []notify.Sink{sink}}
 			s.mu.Lock()
 			if s.closed {
 				s.mu.Unlock()
+				b.unclaim(name, s)
 				s.ctl.Unlock()
 				return notify.Unavailable("subscribe", errors.New("broker closed"))
 			}
 			s.chans[name] = rc
-			ps := s.ps
 			s.mu.Unlock()
 			// A failed write is retried by go-redis's reconnect, which
 			// resubscribes every recorded channel.
-			if err := ps.Subscribe(ctx, name); err != nil {
+			if err := s.subscribeLocked(ctx, name); err != nil {
 				b.cfg.Logger.Debug("pubsub subscribe write failed; will resubscribe on reconnect", "channel", channel, "err", err)
 			}
 		} else {
@@ -160,9 +228,11 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, sink notify.Sink
 
 // Unsubscribe implements notify.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, channel string, sink notify.Sink) error {
-	s := b.shards[shardOf(channel, len(b.shards))]
 	name := b.pubsubChannel(channel)
-	s.ctl.Lock()
+	s := b.lockHome(channel, name)
+	if s == nil {
+		return nil
+	}
 	defer s.ctl.Unlock()
 	rc := s.lookup(name)
 	if rc == nil {
@@ -182,14 +252,15 @@ func (b *Broker) Unsubscribe(ctx context.Context, channel string, sink notify.Si
 	}
 	s.mu.Lock()
 	delete(s.chans, name)
+	delete(s.orphans, name)
+	s.pinned = s.pinned && len(s.chans) > 0
 	ps := s.ps
 	s.mu.Unlock()
+	b.unclaim(name, s)
 	if ps == nil {
 		return nil
 	}
-	// go-redis forgets the channel even if the write fails, so a reconnect
-	// does not resubscribe it.
-	if err := ps.Unsubscribe(ctx, name); err != nil {
+	if err := s.unsubscribeLocked(ctx, ps, name); err != nil {
 		return notify.Unavailable("unsubscribe", err)
 	}
 	return nil
@@ -211,6 +282,10 @@ func (s *shard) readLoop() {
 			if s.b.ctx.Err() != nil {
 				return
 			}
+			if ps != s.current() {
+				continue // replaced by a pinned or fresh PubSub
+			}
+			s.b.topologyChanged()
 			failures++
 			if !sleepCtx(s.b.ctx, backoff(failures)) {
 				return
@@ -223,8 +298,11 @@ func (s *shard) readLoop() {
 		case *redis.Message:
 			s.onMessage(m)
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
 				s.onConfirm(m.Channel)
+			case "sunsubscribe":
+				s.onServerUnsubscribe(m.Channel)
 			}
 		}
 	}
@@ -267,13 +345,27 @@ func (s *shard) replace() {
 		s.mu.Unlock()
 		return
 	}
-	old := s.ps
-	s.ps = s.b.rdb.Subscribe(s.b.ctx)
-	ps := s.ps
 	names := make([]string, 0, len(s.chans))
 	for name := range s.chans {
 		names = append(names, name)
 	}
+	if s.b.cluster != nil {
+		// subscribeLocked pins a new PubSub to the channels' node.
+		s.pinned = false
+		s.mu.Unlock()
+		s.lastHeard.Store(time.Now().UnixNano())
+		s.b.cfg.Logger.Warn("redis pubsub connection unresponsive; replacing it", "node", s.addr, "channels", len(names))
+		s.b.topologyChanged()
+		if len(names) > 0 {
+			ctx, cancel := context.WithTimeout(s.b.ctx, s.b.cfg.HealthCheck)
+			_ = s.subscribeLocked(ctx, names...)
+			cancel()
+		}
+		return
+	}
+	old := s.ps
+	s.ps = s.b.rdb.Subscribe(s.b.ctx)
+	ps := s.ps
 	s.mu.Unlock()
 	s.lastHeard.Store(time.Now().UnixNano())
 	s.b.cfg.Logger.Warn("redis pubsub connection unresponsive; replacing it", "channels", len(names))

@@ -256,6 +256,7 @@ func TestChannelErrors(t *testing.T) {
 		}
 		f.give(t, &notify.Envelope{Type: notify.TypeError, Channel: "b", Code: "unavailable"})
 		<-d.conns
+		synctest.Wait() // let the loop mark the new connection connected
 		if req := d.callList()[1].req; len(req.Channels) != 1 || req.Channels[0] != "b" {
 			t.Errorf("reconnected with %+v; want b alone", req)
 		}

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"sync"
 
 	"github.com/heraldhq/herald/notify"
@@ -63,18 +62,10 @@ type Client struct {
 // /v1/stream). ctx bounds the dial only. A refused request returns the
 // server's *notify.Error.
 func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error) {
-	u, err := url.Parse(rawURL)
+	u, err := wire.ConnectURL(rawURL, opts.Channels, opts.Since)
 	if err != nil {
 		return nil, fmt.Errorf("h3: %w", err)
 	}
-	q := u.Query()
-	for _, ch := range opts.Channels {
-		q.Add("channel", ch)
-	}
-	if opts.Since != "" {
-		q.Set("since", opts.Since)
-	}
-	u.RawQuery = q.Encode()
 
 	c := &Client{tr: &http3.Transport{TLSClientConfig: opts.TLSConfig}, sendMu: make(chan struct{}, 1)}
 	if opts.QUICConfig != nil {

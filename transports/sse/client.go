@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,15 +60,11 @@ type Client struct {
 // returns once the server has accepted it. A refused request returns the
 // server's *notify.Error.
 func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error) {
-	u, err := url.Parse(rawURL)
+	// The cursor goes in Last-Event-ID, not in the URL.
+	u, err := wire.ConnectURL(rawURL, opts.Channels, "")
 	if err != nil {
 		return nil, fmt.Errorf("sse: %w", err)
 	}
-	q := u.Query()
-	for _, ch := range opts.Channels {
-		q.Add("channel", ch)
-	}
-	u.RawQuery = q.Encode()
 	maxEvent := opts.MaxEventSize
 	if maxEvent <= 0 {
 		maxEvent = DefaultMaxEventSize

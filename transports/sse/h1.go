@@ -149,31 +149,14 @@ func (s *h1stream) writeLoop() {
 	}
 }
 
-// writeBatch encodes and writes a batch; false once the stream has ended.
+// writeBatch writes a batch; false once the stream has ended (the
+// connection is then closed).
 func (s *h1stream) writeBatch(buf *writeBuf) bool {
-	out := buf.out[:0]
-	ends := false
-	for i, e := range buf.batch {
-		out = appendEvent(out, e, s.pos)
-		ends = ends || wire.EndsConnection(e)
-		if len(out) >= maxWrite || (s.cfg.MaxBatch > 0 && (i+1)%s.cfg.MaxBatch == 0) {
-			if !s.write(out) {
-				return false
-			}
-			out = out[:0]
-		}
+	if writeEvents(buf, s.pos, s.cfg, s.sess, s.write) {
+		return true
 	}
-	buf.out = out[:0]
-	if len(out) > 0 && !s.write(out) {
-		return false
-	}
-	s.sess.Wrote(buf.batch)
-	if ends {
-		s.sess.Close(notify.ErrShutdown)
-		s.end(nil)
-		return false
-	}
-	return true
+	s.end(nil)
+	return false
 }
 
 // write writes p within the write timeout; on failure it closes the session

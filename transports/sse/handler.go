@@ -153,29 +153,35 @@ func (s *stream) flushQueue() bool {
 	return ok
 }
 
-// writeBatch encodes buf.batch into buf.out and writes it, in one write
-// unless it exceeds maxWrite. It reports false once the stream has ended:
-// a failed write, or a drain's reconnect advice written.
+// writeBatch writes buf.batch; false once the stream has ended.
 func (s *stream) writeBatch(buf *writeBuf) bool {
+	return writeEvents(buf, s.pos, s.cfg, s.sess, s.write)
+}
+
+// writeEvents encodes buf.batch into buf.out and writes it with write, in
+// one write unless it exceeds maxWrite (or cfg.MaxBatch envelopes). It
+// reports false once the stream has ended: a failed write, or a drain's
+// reconnect advice written (the session is then closed as shut down).
+func writeEvents(buf *writeBuf, pos *wire.Positions, cfg *wire.Config, sess *wire.Session, write func([]byte) bool) bool {
 	out := buf.out[:0]
 	ends := false
 	for i, e := range buf.batch {
-		out = appendEvent(out, e, s.pos)
+		out = appendEvent(out, e, pos)
 		ends = ends || wire.EndsConnection(e)
-		if len(out) >= maxWrite || (s.cfg.MaxBatch > 0 && (i+1)%s.cfg.MaxBatch == 0) {
-			if !s.write(out) {
+		if len(out) >= maxWrite || (cfg.MaxBatch > 0 && (i+1)%cfg.MaxBatch == 0) {
+			if !write(out) {
 				return false
 			}
 			out = out[:0]
 		}
 	}
 	buf.out = out[:0]
-	if len(out) > 0 && !s.write(out) {
+	if len(out) > 0 && !write(out) {
 		return false
 	}
-	s.sess.Wrote(buf.batch)
+	sess.Wrote(buf.batch)
 	if ends {
-		s.sess.Close(notify.ErrShutdown)
+		sess.Close(notify.ErrShutdown)
 		return false
 	}
 	return true

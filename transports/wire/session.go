@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -400,4 +401,22 @@ func ResponseError(resp *http.Response) error {
 		return &notify.Error{Code: "http_" + strconv.Itoa(resp.StatusCode), Message: "request refused: " + resp.Status}
 	}
 	return &notify.Error{Code: body.Error.Code, Message: body.Error.Message}
+}
+
+// ConnectURL adds a connection's channels and resume cursor to an endpoint
+// URL as the query parameters every transport reads (channel, since).
+func ConnectURL(rawURL string, channels []string, since string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	for _, ch := range channels {
+		q.Add("channel", ch)
+	}
+	if since != "" {
+		q.Set("since", since)
+	}
+	u.RawQuery = q.Encode()
+	return u, nil
 }

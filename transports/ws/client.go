@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/coder/websocket"
 	"github.com/heraldhq/herald/notify"
@@ -43,18 +42,10 @@ type Client struct {
 // Dial connects to a Herald WebSocket endpoint (ws:// or wss:// URL of
 // /v1/ws). A refused handshake returns the server's *notify.Error.
 func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error) {
-	u, err := url.Parse(rawURL)
+	u, err := wire.ConnectURL(rawURL, opts.Channels, opts.Since)
 	if err != nil {
 		return nil, fmt.Errorf("ws: %w", err)
 	}
-	q := u.Query()
-	for _, ch := range opts.Channels {
-		q.Add("channel", ch)
-	}
-	if opts.Since != "" {
-		q.Set("since", opts.Since)
-	}
-	u.RawQuery = q.Encode()
 	header := opts.Header.Clone()
 	if header == nil {
 		header = http.Header{}

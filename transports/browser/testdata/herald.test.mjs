@@ -1,0 +1,485 @@
+// Unit tests of herald.js with Node's test runner (node --test), run by
+// TestHeraldJS in browser_test.go. The transports are fakes of WebSocket,
+// EventSource and fetch that the tests drive by hand; the real browser and
+// server are exercised by cmd/herald/browser_test.go.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  Herald, HeraldError, backoffDelay, compareIDs, encodeCursor, parseCursor, parseEnvelopes, httpPublish, DEFAULT_BACKOFF,
+} from "../static/herald.js";
+
+const fast = { min: 1, max: 4, factor: 2 };
+
+test("compareIDs orders <ms>-<seq> IDs beyond 2^53", () => {
+  assert.equal(compareIDs("1-0", "1-0"), 0);
+  assert.equal(compareIDs("1-1", "1-0"), 1);
+  assert.equal(compareIDs("2-0", "1-9"), 1);
+  assert.equal(compareIDs("9-0", "10-0"), -1);
+  assert.equal(compareIDs("18446744073709551615-1", "18446744073709551615-0"), 1);
+  assert.equal(compareIDs("18446744073709551614-9", "18446744073709551615-0"), -1);
+  assert.equal(compareIDs("0-0", "1700000000000-0"), -1);
+  assert.ok(Number.isNaN(compareIDs("a", "b")));
+  assert.equal(compareIDs("a", "a"), 0);
+});
+
+test("cursors round-trip", () => {
+  const positions = new Map([["news", "1700000000000-0"], ["user:42", "1699999999999-3"]]);
+  const cursor = encodeCursor(positions);
+  assert.equal(cursor, "news=1700000000000-0;user:42=1699999999999-3");
+  assert.deepEqual(parseCursor(cursor), positions);
+  assert.equal(encodeCursor({ a: "1-0" }), "a=1-0");
+  assert.equal(encodeCursor([]), "");
+  assert.deepEqual(parseCursor("5-1", ["only"]), new Map([["only", "5-1"]]));
+  assert.deepEqual(parseCursor(""), new Map());
+  assert.throws(() => parseCursor("5-1", ["a", "b"]), HeraldError);
+  assert.throws(() => parseCursor("a=1-0;b"), HeraldError);
+  assert.throws(() => parseCursor("=1-0"), HeraldError);
+  assert.throws(() => encodeCursor({ "a;b": "1-0" }), HeraldError);
+});
+
+test("backoffDelay: full jitter below an exponential ceiling capped at max", () => {
+  const b = { min: 100, max: 1000, factor: 2 };
+  assert.equal(backoffDelay(0, b, () => 0), 0);
+  assert.equal(backoffDelay(0, b, () => 0.999999), 99);
+  assert.equal(backoffDelay(1, b, () => 0.5), 100);
+  assert.equal(backoffDelay(3, b, () => 0.999999), 799);
+  assert.equal(backoffDelay(4, b, () => 0.999999), 999);
+  assert.equal(backoffDelay(1e6, b, () => 0.999999), 999);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const d = backoffDelay(attempt, DEFAULT_BACKOFF);
+    assert.ok(d >= 0 && d < DEFAULT_BACKOFF.max, `attempt ${attempt}: ${d}`);
+  }
+});
+
+test("parseEnvelopes splits lines and skips blank ones", () => {
+  assert.deepEqual(parseEnvelopes('{"type":"pong"}\n\n{"type":"ack","id":"1-0"}\n'), [{ type: "pong" }, { type: "ack", id: "1-0" }]);
+  assert.throws(() => parseEnvelopes("{"), SyntaxError);
+});
+
+test("options are checked", () => {
+  assert.throws(() => new Herald({ url: "http://h", transport: "carrier-pigeon", token: "t" }), TypeError);
+  assert.throws(() => new Herald({ url: "http://h" }), TypeError);
+  assert.throws(() => new Herald({ url: "http://h", token: "t", backoff: { factor: 0.5 } }), RangeError);
+  assert.throws(() => new Herald({ url: "http://h", token: "t", channels: ["a;b"] }), TypeError);
+});
+
+// ---- fakes ----
+
+/** A WebSocket the test plays the server of. */
+class FakeWebSocket {
+  static all = [];
+  readyState = 0;
+  sent = [];
+  constructor(url, protocols) {
+    this.url = new URL(url);
+    this.protocols = protocols;
+    FakeWebSocket.all.push(this);
+  }
+  get token() {
+    return this.protocols.find((p) => p.startsWith("herald.token."))?.slice("herald.token.".length);
+  }
+  send(text) {
+    if (this.readyState !== 1) throw new Error("not open");
+    this.sent.push(JSON.parse(text));
+  }
+  close(code = 1000) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    queueMicrotask(() => this.onclose?.({ code, reason: "" }));
+  }
+  // server side
+  accept() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  frame(...envelopes) {
+    this.onmessage?.({ data: envelopes.map((e) => JSON.stringify(e)).join("\n") });
+  }
+  drop(code = 1006, reason = "") {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+}
+
+class FakeEventSource {
+  static all = [];
+  closed = false;
+  constructor(url) {
+    this.url = new URL(url);
+    FakeEventSource.all.push(this);
+  }
+  close() {
+    this.closed = true;
+  }
+  accept() {
+    this.onopen?.({});
+  }
+  event(envelope) {
+    this.onmessage?.({ data: JSON.stringify(envelope) });
+  }
+  fail() {
+    this.onerror?.({});
+  }
+}
+
+/** fetch whose responses the test writes. */
+function fakeFetch() {
+  const calls = [];
+  const f = (url, init) => new Promise((resolve, reject) => {
+    const call = { url: new URL(url), init, resolve, reject };
+    init.signal?.addEventListener("abort", () => {
+      reject(new DOMException("aborted", "AbortError"));
+      call.controller?.error(new DOMException("aborted", "AbortError"));
+    });
+    call.stream = (status = 200) => {
+      const body = new ReadableStream({ start: (c) => { call.controller = c; } });
+      resolve(new Response(body, { status, headers: { "Content-Type": "application/x-ndjson" } }));
+    };
+    call.write = (text) => call.controller.enqueue(new TextEncoder().encode(text));
+    call.end = () => call.controller.close();
+    call.refuse = (status, code) => resolve(new Response(JSON.stringify({ error: { code, message: code } }), { status }));
+    calls.push(call);
+  });
+  f.calls = calls;
+  return f;
+}
+
+/** Resolves once cond() holds, polling; fails after a second. */
+async function until(cond, what = "condition") {
+  const deadline = Date.now() + 1000;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+function record(client) {
+  const log = { messages: [], states: [], gaps: [], errors: [] };
+  client.on("message", (m) => log.messages.push(m.id));
+  client.on("state", (s) => log.states.push(s));
+  client.on("gap", (g) => log.gaps.push(g));
+  client.on("error", (e) => log.errors.push(e));
+  return log;
+}
+
+function tokens() {
+  let n = 0;
+  const source = async () => `tok${++n}`;
+  source.count = () => n;
+  return source;
+}
+
+// ---- WebSocket ----
+
+test("ws: frames split, positions tracked, duplicates dropped, resume with a fresh token", async () => {
+  FakeWebSocket.all = [];
+  const token = tokens();
+  const c = new Herald({ url: "https://h.example/", transport: "ws", token, channels: ["news"], backoff: fast, WebSocket: FakeWebSocket });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  let ws = FakeWebSocket.all[0];
+  assert.equal(ws.url.protocol, "wss:");
+  assert.equal(ws.url.pathname, "/v1/ws");
+  assert.equal(ws.url.searchParams.get("token"), null, "the token is not in the URL");
+  assert.deepEqual(ws.protocols, ["herald.v1", "herald.token.tok1"]);
+  assert.deepEqual(ws.url.searchParams.getAll("channel"), ["news"]);
+  assert.equal(ws.url.searchParams.get("since"), null);
+  ws.accept();
+  assert.equal(c.state, "connected");
+  ws.frame(
+    { type: "subscribed", channel: "user:7", id: "5-0" },
+    { type: "subscribed", channel: "news" }, // an empty channel: no id
+    { type: "message", channel: "news", id: "6-0", data: 1, ts: 6 },
+  );
+  ws.frame({ type: "message", channel: "news", id: "6-0", data: 1, ts: 6 }, { type: "message", channel: "user:7", id: "6-1", data: 2, ts: 6 });
+  assert.deepEqual(log.messages, ["6-0", "6-1"]);
+  assert.equal(c.stats.duplicates, 1);
+  assert.deepEqual(c.positions, { "user:7": "6-1", news: "6-0" });
+
+  ws.drop(1006);
+  await until(() => FakeWebSocket.all.length === 2, "a reconnection");
+  ws = FakeWebSocket.all[1];
+  assert.equal(ws.token, "tok2");
+  assert.deepEqual(parseCursor(ws.url.searchParams.get("since")), new Map([["user:7", "6-1"], ["news", "6-0"]]));
+  const reconnecting = log.states.find((s) => s.state === "reconnecting");
+  assert.equal(reconnecting.cause.reason, "closed");
+  assert.equal(reconnecting.cause.code, 1006);
+  assert.ok(reconnecting.delay >= 0 && reconnecting.delay < fast.min);
+  ws.accept();
+  // The resumed connection replays what the first one already delivered.
+  ws.frame(
+    { type: "subscribed", channel: "user:7", id: "6-1" },
+    { type: "subscribed", channel: "news", id: "6-0" },
+    { type: "message", channel: "news", id: "6-0", data: 1, ts: 6 },
+    { type: "message", channel: "news", id: "7-0", data: 3, ts: 7 },
+  );
+  assert.deepEqual(log.messages, ["6-0", "6-1", "7-0"]);
+  assert.equal(c.stats.duplicates, 2);
+  c.close();
+  assert.equal(c.state, "closed");
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(FakeWebSocket.all.length, 2, "no reconnection after close");
+});
+
+test("ws: the server's reconnect advice sets the delay", async () => {
+  FakeWebSocket.all = [];
+  const c = new Herald({ url: "http://h/", transport: "ws", token: tokens(), backoff: { min: 10_000, max: 10_000, factor: 2 }, WebSocket: FakeWebSocket });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  const ws = FakeWebSocket.all[0];
+  assert.equal(ws.url.protocol, "ws:");
+  ws.accept();
+  ws.frame({ type: "reconnect", code: "shutdown", delay: 7 });
+  ws.drop(1001);
+  await until(() => log.states.some((s) => s.state === "reconnecting"));
+  const s = log.states.find((s) => s.state === "reconnecting");
+  assert.equal(s.delay, 7);
+  assert.deepEqual([s.cause.reason, s.cause.code], ["advice", "shutdown"]);
+  await until(() => FakeWebSocket.all.length === 2, "reconnection after the advised delay, not the backoff");
+  c.close();
+});
+
+test("ws: backoff grows while the server is down and resets once connected", async () => {
+  FakeWebSocket.all = [];
+  const token = tokens();
+  const c = new Herald({ url: "http://h/", transport: "ws", token, backoff: { min: 2, max: 8, factor: 2 }, WebSocket: FakeWebSocket });
+  const log = record(c);
+  c.connect();
+  for (let i = 1; i <= 5; i++) {
+    await until(() => FakeWebSocket.all.length === i);
+    FakeWebSocket.all[i - 1].drop(1006);
+  }
+  await until(() => FakeWebSocket.all.length === 6);
+  const waits = log.states.filter((s) => s.state === "reconnecting");
+  assert.deepEqual(waits.map((s) => s.attempt), [1, 2, 3, 4, 5]);
+  assert.ok(waits.every((s, i) => s.delay < Math.min(8, 2 * 2 ** i) && s.cause.reason === "failed"));
+  assert.equal(token.count(), 6, "a token per attempt");
+  FakeWebSocket.all[5].accept();
+  FakeWebSocket.all[5].drop(1006);
+  await until(() => log.states.filter((s) => s.state === "reconnecting").length === 6);
+  assert.equal(log.states.at(-1).attempt, 1, "attempts count from the last connection");
+  c.close();
+});
+
+test("ws: publish resolves with the ack matched by ref, and rejects on error or disconnect", async () => {
+  FakeWebSocket.all = [];
+  const c = new Herald({ url: "http://h/", transport: "ws", token: "t", backoff: fast, WebSocket: FakeWebSocket });
+  await assert.rejects(c.publish("room", 1), { code: "not_connected" });
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  const ws = FakeWebSocket.all[0];
+  ws.accept();
+  const a = c.publish("room", { text: "a" }, { event: "chat" });
+  const b = c.publish("room", { text: "b" });
+  const d = c.publish("room", { text: "d" });
+  const [ca, cb, cd] = ws.sent;
+  assert.deepEqual({ ...ca, ref: undefined }, { type: "publish", channel: "room", event: "chat", data: { text: "a" }, ref: undefined });
+  ws.frame({ type: "ack", channel: "room", id: "9-1", ref: cb.ref }, { type: "ack", channel: "room", id: "9-0", ref: ca.ref });
+  assert.equal(await a, "9-0");
+  assert.equal(await b, "9-1");
+  ws.frame({ type: "error", channel: "room", code: "forbidden", message: "no", ref: cd.ref });
+  await assert.rejects(d, { code: "forbidden", channel: "room" });
+  const e = c.publish("room", 2);
+  ws.drop(1006);
+  await assert.rejects(e, { code: "disconnected" });
+  c.close();
+  await assert.rejects(new Herald({ url: "http://h/", transport: "sse", token: "t" }).publish("x", 1), { code: "unsupported" });
+});
+
+test("ws: subscribe and unsubscribe at runtime send commands", async () => {
+  FakeWebSocket.all = [];
+  const c = new Herald({ url: "http://h/", transport: "ws", token: "t", channels: ["a"], backoff: fast, WebSocket: FakeWebSocket });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  const ws = FakeWebSocket.all[0];
+  ws.accept();
+  c.subscribe("b", { since: "3-0" });
+  c.subscribe("c");
+  assert.deepEqual(ws.sent.map(({ type, channel, since }) => ({ type, channel, since })), [
+    { type: "subscribe", channel: "b", since: "3-0" },
+    { type: "subscribe", channel: "c", since: undefined },
+  ]);
+  ws.frame({ type: "subscribed", channel: "c", id: "8-0", ref: ws.sent[1].ref }, { type: "message", channel: "c", id: "9-0", data: 0, ts: 9 });
+  c.unsubscribe("c");
+  assert.deepEqual(ws.sent.at(-1).type, "unsubscribe");
+  // In flight before the unsubscribed notice: not delivered.
+  ws.frame({ type: "message", channel: "c", id: "10-0", data: 0, ts: 10 }, { type: "unsubscribed", channel: "c" });
+  assert.deepEqual(log.messages, ["9-0"]);
+  assert.equal(c.positions.c, undefined);
+  // A forbidden channel is dropped, so that reconnecting does not fail for ever.
+  ws.frame({ type: "error", channel: "b", code: "forbidden", message: "no", ref: ws.sent[0].ref });
+  assert.deepEqual(c.channels, ["a"]);
+  assert.equal(log.errors[0].code, "forbidden");
+  c.close();
+});
+
+test("ws: unknown_position surfaces a gap and resubscribes live", async () => {
+  FakeWebSocket.all = [];
+  const c = new Herald({ url: "http://h/", transport: "ws", token: "t", channels: ["a"], positions: { a: "99-0" }, backoff: fast, WebSocket: FakeWebSocket });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  const ws = FakeWebSocket.all[0];
+  assert.equal(ws.url.searchParams.get("since"), "a=99-0");
+  ws.accept();
+  ws.frame({ type: "error", channel: "a", code: "unknown_position", message: "after the last" });
+  assert.deepEqual(log.gaps, [{ type: "gap", channel: "a", since: "99-0", code: "unknown_position", message: "after the last" }]);
+  assert.deepEqual(ws.sent, [{ type: "subscribe", channel: "a" }]);
+  ws.frame({ type: "subscribed", channel: "a", id: "3-0" }, { type: "message", channel: "a", id: "4-0", data: 0, ts: 4 });
+  assert.deepEqual(log.messages, ["4-0"]);
+  c.close();
+});
+
+test("ws: an idle connection is pinged, and one that does not answer is replaced", async () => {
+  FakeWebSocket.all = [];
+  const c = new Herald({ url: "http://h/", transport: "ws", token: "t", heartbeat: 15, backoff: fast, WebSocket: FakeWebSocket });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  const ws = FakeWebSocket.all[0];
+  ws.accept();
+  await until(() => ws.sent.length === 1, "a ping");
+  assert.deepEqual(ws.sent[0], { type: "ping" });
+  ws.frame({ type: "pong" });
+  await until(() => ws.sent.length === 2, "another ping once idle again");
+  await until(() => FakeWebSocket.all.length === 2, "a new connection after the unanswered ping");
+  assert.equal(log.states.find((s) => s.state === "reconnecting").cause.reason, "timeout");
+  c.close();
+});
+
+// ---- EventSource ----
+
+test("sse: closes the EventSource on error and reconnects with a fresh token and the cursor", async () => {
+  FakeEventSource.all = [];
+  const token = tokens();
+  const c = new Herald({ url: "http://h:8080", transport: "sse", token, channels: ["news"], backoff: fast, EventSource: FakeEventSource });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeEventSource.all.length === 1);
+  let es = FakeEventSource.all[0];
+  assert.equal(es.url.pathname, "/v1/sse");
+  assert.equal(es.url.searchParams.get("token"), "tok1");
+  es.accept();
+  es.event({ type: "subscribed", channel: "user:1", id: "1-0" });
+  es.event({ type: "subscribed", channel: "news", id: "2-0" });
+  es.event({ type: "message", channel: "news", id: "3-0", data: "x", ts: 3 });
+  es.event({ type: "gap", channel: "news", since: "2-0" });
+  es.fail();
+  assert.ok(es.closed, "the browser's own reconnect (with a stale token) is stopped");
+  await until(() => FakeEventSource.all.length === 2);
+  es = FakeEventSource.all[1];
+  assert.equal(es.url.searchParams.get("token"), "tok2");
+  assert.equal(es.url.searchParams.get("since"), "user:1=1-0;news=3-0");
+  assert.deepEqual(log.messages, ["3-0"]);
+  assert.equal(log.gaps.length, 1);
+  assert.equal(log.states.find((s) => s.state === "reconnecting").cause.reason, "ended");
+
+  // A new channel: SSE cannot send commands, so it reconnects at once.
+  es.accept();
+  c.subscribe("sport");
+  assert.ok(es.closed);
+  await until(() => FakeEventSource.all.length === 3);
+  es = FakeEventSource.all[2];
+  assert.deepEqual(es.url.searchParams.getAll("channel"), ["news", "sport"]);
+  const resub = log.states.filter((s) => s.state === "reconnecting").at(-1);
+  assert.deepEqual([resub.cause.reason, resub.delay], ["resubscribe", 0]);
+  c.close();
+  assert.ok(es.closed);
+});
+
+test("sse: a lagged error notice is the cause of the end", async () => {
+  FakeEventSource.all = [];
+  const c = new Herald({ url: "http://h/", transport: "sse", token: "t", backoff: fast, EventSource: FakeEventSource });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeEventSource.all.length === 1);
+  const es = FakeEventSource.all[0];
+  es.accept();
+  es.event({ type: "error", code: "lagged", message: "too slow" });
+  es.fail();
+  await until(() => log.states.some((s) => s.state === "reconnecting"));
+  assert.deepEqual(log.states.find((s) => s.state === "reconnecting").cause, { reason: "error", code: "lagged", message: "too slow" });
+  c.close();
+});
+
+// ---- fetch stream ----
+
+test("stream: NDJSON split across chunks, Authorization header, HTTP errors, resume", async () => {
+  const f = fakeFetch();
+  const c = new Herald({ url: "https://h:8443/base", transport: "stream", token: tokens(), channels: ["news"], backoff: fast, fetch: f });
+  const log = record(c);
+  c.connect();
+  await until(() => f.calls.length === 1);
+  let call = f.calls[0];
+  assert.equal(call.url.pathname, "/base/v1/stream");
+  assert.equal(call.url.searchParams.get("token"), null, "the token is in a header, not in the URL");
+  assert.equal(call.init.headers.Authorization, "Bearer tok1");
+  call.refuse(401, "unauthorized");
+  await until(() => f.calls.length === 2);
+  assert.deepEqual(log.states.find((s) => s.state === "reconnecting").cause,
+    { reason: "refused", status: 401, code: "unauthorized", message: "unauthorized" });
+  call = f.calls[1];
+  assert.equal(call.init.headers.Authorization, "Bearer tok2");
+  call.stream();
+  await until(() => c.state === "connected");
+  call.write('{"type":"subscribed","channel":"news","id":"1-0"}\n{"type":"mess');
+  call.write('age","channel":"news","id":"2-0","data":{"a":1},"ts":2}\n{"type":"message","channel":"news","id":"3-0","data":2,"ts":3}');
+  await until(() => log.messages.length === 1);
+  call.write("\n");
+  await until(() => log.messages.length === 2);
+  call.end();
+  await until(() => f.calls.length === 3);
+  assert.equal(f.calls[2].url.searchParams.get("since"), "news=3-0");
+  assert.equal(log.states.filter((s) => s.state === "reconnecting").at(-1).cause.reason, "ended");
+  c.close();
+  await until(() => f.calls[2].init.signal.aborted, "the fetch aborted by close");
+});
+
+test("stream: unsubscribe reconnects without the channel; connect after close resumes", async () => {
+  const f = fakeFetch();
+  const c = new Herald({ url: "http://h/", transport: "stream", token: "t", channels: ["a", "b"], backoff: fast, fetch: f });
+  c.connect();
+  await until(() => f.calls.length === 1);
+  f.calls[0].stream();
+  await until(() => c.state === "connected");
+  f.calls[0].write('{"type":"subscribed","channel":"a","id":"1-0"}\n{"type":"subscribed","channel":"b","id":"1-0"}\n');
+  await until(() => Object.keys(c.positions).length === 2);
+  c.unsubscribe("b");
+  await until(() => f.calls.length === 2);
+  assert.deepEqual(f.calls[1].url.searchParams.getAll("channel"), ["a"]);
+  assert.equal(f.calls[1].url.searchParams.get("since"), "a=1-0");
+  c.close();
+  c.connect();
+  await until(() => f.calls.length === 3);
+  assert.equal(f.calls[2].url.searchParams.get("since"), "a=1-0");
+  c.close();
+});
+
+test("a failing token callback is retried with backoff", async () => {
+  FakeWebSocket.all = [];
+  let n = 0;
+  const c = new Herald({
+    url: "http://h/", transport: "ws", backoff: fast, WebSocket: FakeWebSocket,
+    token: async () => { if (++n < 3) throw new Error("token service down"); return "ok"; },
+  });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  assert.equal(FakeWebSocket.all[0].token, "ok");
+  assert.deepEqual(log.states.filter((s) => s.state === "reconnecting").map((s) => s.cause.reason), ["token", "token"]);
+  c.close();
+});
+
+test("httpPublish posts with the token and returns the ID or a HeraldError", async () => {
+  const seen = [];
+  const ok = async (url, init) => { seen.push([String(url), init]); return new Response('{"id":"5-0"}', { status: 200 }); };
+  assert.equal(await httpPublish({ url: "http://h:8080", token: async () => "k", channel: "news", event: "e", data: { a: 1 }, fetch: ok }), "5-0");
+  assert.equal(seen[0][0], "http://h:8080/v1/publish");
+  assert.equal(seen[0][1].headers.Authorization, "Bearer k");
+  assert.deepEqual(JSON.parse(seen[0][1].body), { channel: "news", event: "e", data: { a: 1 } });
+  const refused = async () => new Response('{"error":{"code":"forbidden","message":"no"}}', { status: 403 });
+  await assert.rejects(httpPublish({ url: "http://h", token: "t", channel: "x", data: 1, fetch: refused }), { code: "forbidden", status: 403 });
+});
