@@ -1,12 +1,12 @@
 # The two commands of README.md: `make run` and `make test`.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test deps vet staticcheck unit bench bench-memory
+.PHONY: run test deps vet staticcheck unit bench-quick bench bench-memory
 
 run:
 	go run ./cmd/herald serve
 
-test: deps vet staticcheck unit
+test: deps vet staticcheck unit bench-quick
 
 deps:
 	@bash .ci/ensure-deps
@@ -19,6 +19,11 @@ staticcheck:
 
 unit:
 	go test -race -timeout 30m ./...
+
+# The benchmark tool's quick run: real Redis and herald instances, every
+# transport; it fails if any message is lost, duplicated or reordered.
+bench-quick:
+	go run ./cmd/herald bench --quick --out "$$(mktemp -d)"
 
 # Micro-benchmarks; figures are quoted in commit messages and docs.
 bench:

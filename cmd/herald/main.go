@@ -4,6 +4,7 @@
 //	herald token     mint a connect token
 //	herald publish   publish a message
 //	herald listen    print the envelopes of a connection (ws, sse or h3)
+//	herald bench     benchmark the transports and write a report
 //
 // Run `herald <command> --help` for a command's flags.
 package main
@@ -25,6 +26,7 @@ Commands:
   token    mint a connect token (from a server, or locally with the secret)
   publish  publish a message
   listen   connect over ws, sse or h3 and print every envelope
+  bench    benchmark the transports: scenarios, latency, cost, losses
 
 Run "herald <command> --help" for a command's flags and examples.
 `
@@ -44,6 +46,8 @@ func main() {
 		err = runPublish(args, os.Stdout)
 	case "listen":
 		err = runListen(args, os.Stdout)
+	case "bench":
+		err = runBench(args, os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

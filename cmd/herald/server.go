@@ -251,18 +251,10 @@ func (s *server) listen() (plainLn, tlsLn net.Listener, udp net.PacketConn, err 
 		plainLn.Close()
 		return nil, nil, nil, err
 	}
-	tcp, err := net.Listen("tcp", s.cfg.tlsAddr)
+	tcp, udp, err := listenTCPAndUDP(s.cfg.tlsAddr)
 	if err != nil {
 		plainLn.Close()
 		return nil, nil, nil, err
-	}
-	// HTTP/3 on the same port number as the TCP listener.
-	host, _, _ := net.SplitHostPort(s.cfg.tlsAddr)
-	port := tcp.Addr().(*net.TCPAddr).Port
-	if udp, err = net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
-		plainLn.Close()
-		tcp.Close()
-		return nil, nil, nil, fmt.Errorf("HTTP/3 listener: %w", err)
 	}
 	// http3.Server.Serve does not close a PacketConn it did not create:
 	// without this the UDP port stays bound after drain (until the garbage
@@ -280,6 +272,31 @@ func (s *server) listen() (plainLn, tlsLn net.Listener, udp net.PacketConn, err 
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	return plainLn, tls.NewListener(tcp, tlsCfg), udp, nil
+}
+
+// listenTCPAndUDP binds TCP and UDP on the same port (HTTP/3 is announced
+// on the TCP port's number). With port 0 the kernel picks the TCP port, which
+// may be taken on UDP: then it tries another.
+func listenTCPAndUDP(addr string) (net.Listener, net.PacketConn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		tcp, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		bound := strconv.Itoa(tcp.Addr().(*net.TCPAddr).Port)
+		udp, err := net.ListenPacket("udp", net.JoinHostPort(host, bound))
+		if err == nil {
+			return tcp, udp, nil
+		}
+		tcp.Close()
+		if port != "0" || attempt == 9 {
+			return nil, nil, fmt.Errorf("HTTP/3 listener: %w", err)
+		}
+	}
 }
 
 // altSvc advertises HTTP/3 on every TLS response.

@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"encoding/json"
+	"os"
+	"time"
+)
+
+// Results is everything a run measured: results.json.
+type Results struct {
+	Started  time.Time `json:"started"`
+	Command  string    `json:"command"`
+	Quick    bool      `json:"quick"`
+	Machine  Machine   `json:"machine"`
+	Method   []string  `json:"method"`
+	Targets  string    `json:"targets"` // "children" or the URLs
+	Results  []*Result `json:"results"`
+	Failures []string  `json:"failures,omitempty"` // promises broken
+	Duration float64   `json:"duration_s"`
+}
+
+// Result is one scenario on one transport, at one load.
+type Result struct {
+	Scenario    string  `json:"scenario"`
+	Transport   string  `json:"transport"`
+	Load        string  `json:"load"` // e.g. "1000 subscribers × 40 msg/s"
+	Subscribers int     `json:"subscribers"`
+	Instances   int     `json:"instances"`
+	Rate        float64 `json:"publish_rate"` // messages per second, scheduled
+	MeasureSec  float64 `json:"measure_s"`
+
+	Latency     Latency     `json:"latency"`
+	Correctness Correctness `json:"correctness"`
+
+	DeliveriesPerSec float64 `json:"deliveries_per_s"`
+	// Server cost over the measurement window, from /proc of each
+	// instance and of Redis (percent of one core); nil when unknown
+	// (--target).
+	ServerCPUPct         *float64 `json:"server_cpu_pct,omitempty"`
+	RedisCPUPct          *float64 `json:"redis_cpu_pct,omitempty"`
+	LoadCPUPct           float64  `json:"load_cpu_pct"`
+	ServerCPUPerDelivery *float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	// Bytes on the wire per delivered message, counted at the clients'
+	// sockets (both directions); nil when not counted.
+	WirePerDelivery *float64 `json:"wire_bytes_per_delivery,omitempty"`
+
+	// Connections.
+	ConnectPerSec   float64  `json:"connects_per_s,omitempty"`
+	RSSPerConnKiB   *float64 `json:"server_rss_kib_per_conn,omitempty"`
+	IdleCPUPct      *float64 `json:"idle_server_cpu_pct,omitempty"`
+	IdleWirePerHour *float64 `json:"idle_wire_bytes_per_conn_hour,omitempty"`
+	Reconnects      int64    `json:"reconnects,omitempty"`
+	ResumedAll      *bool    `json:"resumed_all,omitempty"`
+	ResumeMaxSec    *float64 `json:"resume_max_s,omitempty"`
+	SlowClients     int      `json:"slow_clients,omitempty"`
+	SlowLatency     *Latency `json:"slow_latency,omitempty"`
+	Notes           []string `json:"notes,omitempty"`
+	Error           string   `json:"error,omitempty"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (r *Results) write(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// ReadResults reads a results.json.
+func ReadResults(path string) (*Results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/heraldhq/herald/bench"
+)
+
+// benchServeEnv, when set, is the herald command bench children run
+// (tests set it: their own binary is not herald).
+const benchServeEnv = "HERALD_BENCH_SERVE"
+
+func runBench(args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "compare" {
+		return runBenchCompare(args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == "report" {
+		if len(args) != 2 {
+			return errors.New("usage: herald bench report DIR (re-renders DIR/report.md and charts from DIR/results.json)")
+		}
+		return bench.Rerender(args[1])
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: herald bench [flags]
+       herald bench compare old/results.json new/results.json
+       herald bench report DIR   (re-render DIR/report.md and charts from DIR/results.json)
+
+Runs load scenarios on every transport (ws, sse-h1, sse-h2, sse-h3, h3)
+and writes results.json, report.md and SVG charts. By default it starts a
+private redis-server and --instances herald serve children on loopback;
+with --target it measures servers already running.
+
+Examples:
+  herald bench --quick                      # CI: under a minute, fails on any loss
+  herald bench --out bench-results/full     # the full run (about 15 minutes)
+  herald bench --scenario broadcast --transport ws,h3
+  herald bench --target http://10.0.0.5:8080 --target-tls https://10.0.0.5:8443 --api-key "$KEY"
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	var (
+		cfg                        bench.Config
+		out, transports, scenarios string
+		targets, tlsTargets        listFlag
+		serverCPUs, loadCPUs       string
+		noPin                      bool
+	)
+	fs.StringVar(&out, "out", "", "output directory (default bench-results/<date-time>)")
+	fs.BoolVar(&cfg.Quick, "quick", false, "CI run: small loads, under a minute; exits non-zero if any message is lost, duplicated or reordered")
+	fs.StringVar(&transports, "transport", "", "transports to run, comma-separated (default all: "+strings.Join(bench.AllTransports, ",")+")")
+	fs.StringVar(&scenarios, "scenario", "", "scenarios to run, comma-separated (default all: "+strings.Join(bench.AllScenarios, ",")+")")
+	fs.IntVar(&cfg.Instances, "instances", 3, "herald serve children to start")
+	fs.Float64Var(&cfg.Scale, "scale", 1, "multiply the full run's connection counts")
+	fs.Var(&targets, "target", "plain base URL of a running server (repeatable); the bench then starts nothing")
+	fs.Var(&tlsTargets, "target-tls", "TLS base URL of a running server (repeatable, same order as --target)")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "API key of the --target servers")
+	fs.StringVar(&cfg.CACert, "ca", "", "CA certificate (PEM) of the --target-tls servers; empty skips verification")
+	fs.StringVar(&serverCPUs, "server-cpus", "0", "CPU list the children are pinned to")
+	fs.StringVar(&loadCPUs, "load-cpus", "1", "CPU list the load generator is pinned to")
+	fs.BoolVar(&noPin, "no-pin", false, "do not pin processes to CPUs")
+	fs.IntVar(&cfg.SourceAddrs, "source-addrs", 4, "loopback source addresses to spread client connections over")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	cfg.Targets, cfg.TLSTargets = targets, tlsTargets
+	cfg.Transports, cfg.Scenarios = splitList(transports), splitList(scenarios)
+	cfg.ServerCPUs, cfg.LoadCPUs = serverCPUs, loadCPUs
+	cfg.Pin = !noPin && len(targets) == 0 && bench.CPUCount() >= 2
+	cfg.Command = "herald bench " + strings.Join(args, " ")
+	if out == "" {
+		out = filepath.Join("bench-results", time.Now().Format("2006-01-02T15-04-05"))
+	}
+	cfg.Out = out
+	if len(targets) == 0 {
+		serve, err := serveCommand()
+		if err != nil {
+			return err
+		}
+		cfg.Serve = serve
+	}
+	cfg.Progress = os.Stderr
+	cfg.Log = stdout
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, cfg)
+	if res != nil {
+		fmt.Fprintf(stdout, "results: %s (%.0f s)\n", filepath.Join(out, "report.md"), res.Duration)
+	}
+	if err != nil {
+		return err
+	}
+	if len(res.Failures) > 0 {
+		for _, f := range res.Failures {
+			fmt.Fprintf(stdout, "FAILED: %s\n", f)
+		}
+		if cfg.Quick {
+			return errors.New("bench: a promise was broken (see above)")
+		}
+	}
+	return nil
+}
+
+// serveCommand is the argv that runs `herald serve`: this executable.
+func serveCommand() ([]string, error) {
+	if v := os.Getenv(benchServeEnv); v != "" {
+		return strings.Fields(v), nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("bench: cannot find the herald executable: %w", err)
+	}
+	return []string{exe, "serve"}, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func runBenchCompare(args []string, stdout io.Writer) error {
+	if len(args) != 2 {
+		return errors.New("usage: herald bench compare old/results.json new/results.json")
+	}
+	a, err := bench.ReadResults(args[0])
+	if err != nil {
+		return err
+	}
+	b, err := bench.ReadResults(args[1])
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, bench.Compare(a, b))
+	return err
+}
