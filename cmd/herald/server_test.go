@@ -327,12 +327,22 @@ func TestMetrics(t *testing.T) {
 	publish(t, s, testAPIKey, "news", `1`)
 	next(t, c, notify.TypeMessage)
 	call(t, "POST", s.url("/v1/publish"), "wrong", map[string]any{"channel": "news", "data": 1}, nil)
-	resp, err := http.Get(s.url("/metrics"))
-	if err != nil {
-		t.Fatal(err)
+	// The writer records a delivery after its write returns, which may be
+	// after the client has read it: scrape until the figures settle.
+	scrape := func() string {
+		resp, err := http.Get(s.url("/metrics"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(body, `herald_messages_delivered_total{transport="ws"} 1`) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		body = scrape()
+	}
 	for _, want := range []string{
 		`herald_connections{transport="ws"} 1`,
 		`herald_messages_delivered_total{transport="ws"} 1`,
@@ -342,7 +352,7 @@ func TestMetrics(t *testing.T) {
 		`herald_hub_deliveries_total 1`,
 		`herald_channels 2`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
