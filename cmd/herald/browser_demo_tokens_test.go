@@ -1,7 +1,6 @@
 package main
 
 import (
-	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
@@ -14,23 +13,7 @@ import (
 // a generated secret and API key (development mode).
 func startDevServer(t *testing.T) *server {
 	t.Helper()
-	cfg, err := serveFlags([]string{"--addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0", "--cert-dir", t.TempDir(), "--drain-timeout", "5s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := newServer(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if s.closer != nil {
-			s.drain()
-		}
-	})
-	return s
+	return runServer(t)
 }
 
 // TestDemoTokens: only a development server hands out demo tokens, and

@@ -23,11 +23,18 @@ import (
 
 const testAPIKey = "test-api-key-0123456789"
 
-// startServer runs a server on free loopback ports with extra flags.
+// startServer runs a server on free loopback ports with extra flags, a
+// fixed secret and API key.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	base := []string{"--addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0", "--cert-dir", t.TempDir(),
-		"--secret", strings.Repeat("s", 32), "--api-key", testAPIKey, "--drain-timeout", "5s"}
+	return runServer(t, append([]string{"--secret", strings.Repeat("s", 32), "--api-key", testAPIKey}, args...)...)
+}
+
+// runServer runs a server on free loopback ports with args, drained when t
+// ends.
+func runServer(t *testing.T, args ...string) *server {
+	t.Helper()
+	base := []string{"--addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0", "--cert-dir", t.TempDir(), "--drain-timeout", "5s"}
 	cfg, err := serveFlags(append(base, args...))
 	if err != nil {
 		t.Fatal(err)

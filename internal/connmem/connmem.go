@@ -165,6 +165,14 @@ func Per(before, after Stats, n int) Report {
 	}
 }
 
+// ReportTo reports the server's figures as benchmark metrics and logs them.
+func (r Report) ReportTo(b *testing.B) {
+	b.ReportMetric(r.GoBytesPerConn, "bytes/conn")
+	b.ReportMetric(r.RSSPerConn, "rss-bytes/conn")
+	b.ReportMetric(r.GoroutinesPerConn, "goroutines/conn")
+	b.Log(r)
+}
+
 func (r Report) String() string {
 	return fmt.Sprintf("%d idle connections: %.1f KiB/conn (heap %.1f KiB + stacks %.1f KiB), RSS %.1f KiB/conn, %.2f goroutines/conn",
 		r.Conns, r.GoBytesPerConn/1024, r.HeapPerConn/1024, r.StackPerConn/1024, r.RSSPerConn/1024, r.GoroutinesPerConn)

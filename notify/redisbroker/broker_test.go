@@ -28,6 +28,13 @@ func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 func newBroker(t testing.TB, srv *redistest.Server, cfg redisbroker.Config) *redisbroker.Broker {
 	t.Helper()
 	cfg.Client = newClient(t, srv)
+	return startBroker(t, cfg)
+}
+
+// startBroker starts a broker on cfg.Client with a short health check,
+// closed when t ends.
+func startBroker(t testing.TB, cfg redisbroker.Config) *redisbroker.Broker {
+	t.Helper()
 	if cfg.HealthCheck == 0 {
 		cfg.HealthCheck = 300 * time.Millisecond
 	}

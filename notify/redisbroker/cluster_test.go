@@ -17,15 +17,7 @@ import (
 func newClusterBroker(t testing.TB, c *redistest.Cluster, cfg redisbroker.Config) *redisbroker.Broker {
 	t.Helper()
 	cfg.Client = c.Client()
-	if cfg.HealthCheck == 0 {
-		cfg.HealthCheck = 300 * time.Millisecond
-	}
-	b, err := redisbroker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return startBroker(t, cfg)
 }
 
 // TestClusterConformance runs the broker conformance suite (fan-out across

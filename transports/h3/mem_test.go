@@ -136,9 +136,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 	}
 	server := connmem.Per(before, after, len(clients))
 	client := connmem.Per(clientBefore, clientAfter, len(clients))
-	b.ReportMetric(server.GoBytesPerConn, "bytes/conn")
-	b.ReportMetric(server.RSSPerConn, "rss-bytes/conn")
-	b.ReportMetric(server.GoroutinesPerConn, "goroutines/conn")
+	server.ReportTo(b)
 	b.ReportMetric(client.GoBytesPerConn, "client-bytes/conn")
 	b.Logf("duplex %v, floor %v\nserver: %v\nclient: %v", *memDuplex, *memFloor, server, client)
 }

@@ -66,11 +66,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 	if *memProfile != "" {
 		child.HeapProfile(b, *memProfile)
 	}
-	r := connmem.Per(before, after, len(clients))
-	b.ReportMetric(r.GoBytesPerConn, "bytes/conn")
-	b.ReportMetric(r.RSSPerConn, "rss-bytes/conn")
-	b.ReportMetric(r.GoroutinesPerConn, "goroutines/conn")
-	b.Log(r)
+	connmem.Per(before, after, len(clients)).ReportTo(b)
 }
 
 func itoa(i int) string {
