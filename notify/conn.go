@@ -5,7 +5,13 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"time"
 )
+
+// maxClockSkew is how far in the future of this server's clock a resume
+// position may be and still be taken for one the broker lost rather than
+// an invalid one (broker clocks differ from ours by this much at most).
+const maxClockSkew = time.Minute
 
 // ConnOptions configures a connection made by Hub.Connect.
 type ConnOptions struct {
@@ -155,6 +161,14 @@ func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 		limit = 0
 	}
 	page, err := h.broker.History(ctx, req.Channel, since, limit)
+	if err != nil && resume && errors.Is(err, ErrUnknownPosition) && since.Ms <= uint64(time.Now().Add(maxClockSkew).UnixMilli()) {
+		// The channel ends before a position that is not from the
+		// future: the broker lost messages this client saw (Redis failed
+		// over to a replica that had not received them, or restarted
+		// without them). The client did nothing wrong; resume from its
+		// position with a gap notice, as the broker's own catch-up does.
+		page, err = History{Gap: true}, nil
+	}
 	if err != nil {
 		c.forget(s)
 		h.detach(s)

@@ -157,8 +157,26 @@ func testUnknownPosition(t *testing.T, backend Backend) {
 	}
 	// The connection stays usable.
 	cl.Subscribe(t, "news", id.String())
-	Publish(t, ctx, b, "news", 2)
+	last := Publish(t, ctx, b, "news", 2)
 	cl.WaitMessages(t, "news", 1, 10*time.Second)
+
+	// A position just after the channel's end is one the broker lost
+	// (Redis failed over before its replica had the last writes): the
+	// client is not refused; a gap notice, then new messages.
+	lostPos := notify.ID{Ms: last.Ms, Seq: last.Seq + 5}
+	cl2 := Connect(t, h)
+	if err := cl2.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: "news", Since: lostPos.String()}); err != nil {
+		t.Fatalf("subscribe from a position just after the end: %v; want a gap notice", err)
+	}
+	time.Sleep(2 * time.Millisecond) // the next ID is from a later millisecond
+	next := Publish(t, ctx, b, "news", 1)
+	envs := cl2.WaitFor(t, 10*time.Second, "the next message", func(envs []*notify.Envelope) bool {
+		return len(envs) > 0 && envs[len(envs)-1].ID == next
+	})
+	if len(envs) != 3 || envs[0].Type != notify.TypeSubscribed || envs[0].ID != lostPos ||
+		envs[1].Type != notify.TypeGap || envs[2].Type != notify.TypeMessage {
+		t.Fatalf("got %s; want subscribed at %v, gap, message", summarize(envs), lostPos)
+	}
 }
 
 func testBadInput(t *testing.T, backend Backend) {

@@ -476,9 +476,14 @@ func (rc *rchan) caughtUp(b *Broker, gen int, after notify.ID, h notify.History,
 		return false // cannot happen while catching; read again to be safe
 	}
 	if unknown {
-		// The stream restarted behind our position (Redis lost its data
-		// and its clock went back): what it held is gone.
-		h.Gap, rc.last = true, notify.ID{}
+		// The stream ends before our position: Redis lost writes we
+		// delivered (a replica promoted before it had them, or a restart
+		// without them). Keep the position: rewinding would deliver again
+		// what the stream still holds. New messages get IDs from the
+		// clock, after ours, and flow on; one published meanwhile with an
+		// ID at or before ours (a promoted replica's clock behind the old
+		// master's) cannot be told from one we saw, so report a gap.
+		h.Gap = true
 	}
 	if h.Gap {
 		b.stats.lost.Add(1)
@@ -491,7 +496,7 @@ func (rc *rchan) caughtUp(b *Broker, gen int, after notify.ID, h notify.History,
 			b.stats.caughtUp.Add(1)
 		}
 	}
-	if unknown || len(h.Messages) == catchUpPage {
+	if len(h.Messages) == catchUpPage {
 		return false
 	}
 	if rc.overflow {
