@@ -35,6 +35,7 @@ type serveConfig struct {
 	drainTimeout      time.Duration
 	logFormat         string
 	logLevel          string
+	debugAddr         string
 }
 
 // listFlag is a repeatable flag that also takes comma-separated values.
@@ -98,6 +99,7 @@ Flags:
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for connections to drain")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "private listen address for /metrics and /debug/pprof/ (e.g. 127.0.0.1:6060); when set, /metrics leaves the public listener")
 	if err := applyEnv(fs, "HERALD_"); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -48,13 +49,14 @@ type server struct {
 
 	plain, secure *http.Server
 	quic          *http3.Server
+	debug         *http.Server // --debug-addr: metrics and profiles
 	ready         atomic.Bool
 	// devMode: no --api-key was given, so the server generated one, and it
 	// hands out demo tokens (POST /v1/demo/token) to the demo page.
 	devMode bool
 
 	// Addresses actually bound (for tests and logs).
-	plainAddr, tlsAddr string
+	plainAddr, tlsAddr, debugAddr string
 }
 
 func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
@@ -209,11 +211,30 @@ func (s *server) routes(a *api) *http.ServeMux {
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	if s.cfg.debugAddr == "" {
+		mux.Handle("GET /metrics", s.metricsHandler())
+	}
 	files := browser.Handler()
 	mux.Handle("GET /{$}", files)
 	mux.Handle("GET /herald.js", files)
 	mux.Handle("GET /herald.d.ts", files)
+	return mux
+}
+
+func (s *server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// debugRoutes are served on --debug-addr only: the Prometheus metrics and
+// Go's profiler, which must not be public.
+func (s *server) debugRoutes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler())
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
@@ -333,7 +354,24 @@ func (s *server) start() (<-chan error, error) {
 		s.close()
 		return nil, err
 	}
-	errc := s.serve(plainLn, tlsLn, udp)
+	var debugLn net.Listener
+	if s.cfg.debugAddr != "" {
+		if debugLn, err = net.Listen("tcp", s.cfg.debugAddr); err != nil {
+			plainLn.Close()
+			if tlsLn != nil {
+				tlsLn.Close()
+			}
+			s.close()
+			return nil, fmt.Errorf("--debug-addr: %w", err)
+		}
+		s.debugAddr = debugLn.Addr().String()
+		s.debug = &http.Server{Handler: s.debugRoutes(), ReadHeaderTimeout: s.cfg.handshakeTimeout}
+		s.closer = append(s.closer, func() { _ = s.debug.Close() })
+	}
+	errc := s.serve(plainLn, tlsLn, udp, debugLn)
+	if debugLn != nil {
+		s.log.Info("debug listener (metrics, pprof)", "addr", s.debugAddr)
+	}
 	s.log.Info("herald listening", "http", s.plainAddr, "https_h1_h2_h3", s.tlsAddr, "broker", brokerName(s.cfg))
 	return errc, nil
 }
@@ -366,13 +404,16 @@ func (s *server) run() error {
 }
 
 // serve starts every listener; the channel reports the first failure.
-func (s *server) serve(plainLn, tlsLn net.Listener, udp net.PacketConn) <-chan error {
-	errc := make(chan error, 3)
+func (s *server) serve(plainLn, tlsLn net.Listener, udp net.PacketConn, debugLn net.Listener) <-chan error {
+	errc := make(chan error, 4)
 	s.ready.Store(true)
 	go func() { errc <- ignoreClosed(s.plain.Serve(plainLn)) }()
 	if tlsLn != nil {
 		go func() { errc <- ignoreClosed(s.secure.Serve(tlsLn)) }()
 		go func() { errc <- ignoreClosed(s.quic.Serve(udp)) }()
+	}
+	if debugLn != nil {
+		go func() { errc <- ignoreClosed(s.debug.Serve(debugLn)) }()
 	}
 	return errc
 }

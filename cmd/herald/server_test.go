@@ -467,3 +467,44 @@ func TestSingleUseTokenReplayAcrossInstances(t *testing.T) {
 		}
 	}
 }
+
+// TestDebugListener: --debug-addr serves the metrics and the profiler on a
+// private listener, and takes /metrics off the public one.
+func TestDebugListener(t *testing.T) {
+	s := startServer(t, "--debug-addr", "127.0.0.1:0")
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(s.url("/metrics")); code != http.StatusNotFound {
+		t.Errorf("public /metrics: %d; want 404 when --debug-addr is set", code)
+	}
+	debug := "http://" + s.debugAddr
+	if code, body := get(debug + "/metrics"); code != http.StatusOK || !strings.Contains(body, "herald_") {
+		t.Errorf("debug /metrics: %d %.80q", code, body)
+	}
+	if code, body := get(debug + "/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) == 0 {
+		t.Errorf("debug CPU profile: %d, %d bytes", code, len(body))
+	}
+	if code, _ := get(s.url("/debug/pprof/")); code == http.StatusOK {
+		t.Errorf("the profiler is on the public listener")
+	}
+
+	// An address that cannot be bound is an error at start.
+	cfg, err := serveFlags([]string{"--addr", "127.0.0.1:0", "--tls-addr", "", "--debug-addr", s.debugAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := newServer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.start(); err == nil || !strings.Contains(err.Error(), "--debug-addr") {
+		t.Errorf("start with a taken --debug-addr: %v; want a --debug-addr error", err)
+	}
+}
