@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // process is a child process owned by the bench.
@@ -89,19 +92,24 @@ type clusterConfig struct {
 	ServerCPUs string // taskset CPU list for every child; empty: not pinned
 	Persistent bool   // Redis with appendonly yes, appendfsync always
 	ServeArgs  []string
+	// RedisURL, when set, is a running Redis or Redis Cluster the
+	// instances use: no Redis is started.
+	RedisURL string
+	// RedisCluster, when > 0, starts a Redis Cluster of that many masters
+	// (no replicas) instead of one redis-server.
+	RedisCluster int
 }
 
-// cluster is a private redis-server and Herald instances, all children of
-// the bench.
+// cluster is a private Redis (one redis-server, or the nodes of a Redis
+// Cluster) and Herald instances, all children of the bench; or only the
+// instances, with a Redis the bench did not start (RedisURL).
 type cluster struct {
 	cfg       clusterConfig
 	secret    string
 	apiKey    string
-	redisPort int
-	redisDir  string
-	redis     *process // guarded by mu
+	redis     []*redisNode // empty with cfg.RedisURL
 	instances []*instance
-	mu        sync.Mutex
+	mu        sync.Mutex // guards every redisNode's proc
 	// route maps dialed addresses to live instances once some died.
 	route atomic.Pointer[func(addr string, i int) string]
 	// fault makes a fault happen once when transports run concurrently
@@ -116,21 +124,61 @@ type instance struct {
 	tlsURL   string // https://127.0.0.1:port
 }
 
+// redisNode is one redis-server the bench runs: the only one, or a node of
+// its Redis Cluster. A restart reuses its port and directory (AOF and, in a
+// cluster, nodes.conf).
+type redisNode struct {
+	port int
+	dir  string
+	log  string
+	proc *process // guarded by cluster.mu
+}
+
+func (n *redisNode) addr() string { return "127.0.0.1:" + strconv.Itoa(n.port) }
+
 func startCluster(ctx context.Context, cfg clusterConfig, secret, apiKey string) (_ *cluster, err error) {
-	c := &cluster{cfg: cfg, secret: secret, apiKey: apiKey, redisDir: filepath.Join(cfg.Dir, "redis")}
+	c := &cluster{cfg: cfg, secret: secret, apiKey: apiKey}
 	defer func() {
 		if err != nil {
 			c.close()
 		}
 	}()
-	if err := os.MkdirAll(c.redisDir, 0o755); err != nil {
-		return nil, err
+	switch {
+	case cfg.RedisURL != "":
+		// The user's Redis: nothing to start.
+	case cfg.RedisCluster > 0:
+		for i := range cfg.RedisCluster {
+			// Redis Cluster's bus listens on port+10000: both must be free,
+			// and below the ephemeral range, where a client socket cannot
+			// take the port while the node restarts.
+			port, err := clusterPort(c.redis)
+			if err != nil {
+				return nil, err
+			}
+			c.redis = append(c.redis, &redisNode{port: port, dir: filepath.Join(cfg.Dir, fmt.Sprintf("redis-%d", i)),
+				log: filepath.Join(cfg.Dir, fmt.Sprintf("redis-%d.log", i))})
+		}
+	default:
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		c.redis = []*redisNode{{port: port, dir: filepath.Join(cfg.Dir, "redis"), log: filepath.Join(cfg.Dir, "redis.log")}}
 	}
-	if c.redisPort, err = freePort(); err != nil {
-		return nil, err
+	for _, n := range c.redis {
+		if err := os.MkdirAll(n.dir, 0o755); err != nil {
+			return nil, err
+		}
 	}
-	if err := c.startRedis(ctx); err != nil {
-		return nil, err
+	if len(c.redis) > 0 {
+		if err := c.startRedis(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.RedisCluster > 0 {
+		if err := c.createRedisCluster(ctx); err != nil {
+			return nil, err
+		}
 	}
 	for i := range cfg.Instances {
 		// herald serve binds UDP on the port number the kernel gave its TLS
@@ -149,28 +197,72 @@ func startCluster(ctx context.Context, cfg clusterConfig, secret, apiKey string)
 	return c, nil
 }
 
-func (c *cluster) redisURL() string { return "redis://127.0.0.1:" + strconv.Itoa(c.redisPort) }
-
-func (c *cluster) startRedis(ctx context.Context) error {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		return errors.New("redis-server not found in PATH (Debian: apt-get install -y redis-server), or use --target")
+// redisURL is the --redis URL the instances get.
+func (c *cluster) redisURL() string {
+	switch {
+	case c.cfg.RedisURL != "":
+		return c.cfg.RedisURL
+	case c.cfg.RedisCluster > 0:
+		return "redis-cluster://" + strings.Join(c.redisAddrs(), ",")
 	}
-	args := []string{"redis-server", "--port", strconv.Itoa(c.redisPort), "--bind", "127.0.0.1",
-		"--dir", c.redisDir, "--daemonize", "no", "--save", "", "--protected-mode", "no"}
+	return "redis://" + c.redis[0].addr()
+}
+
+// startRedis starts every Redis node that is not running, on its port and
+// with its directory, and waits until each answers PING; a restarted Redis
+// Cluster also until it is whole again (cluster_state:ok on every node). A
+// Redis the bench did not start cannot be started.
+func (c *cluster) startRedis(ctx context.Context) error {
+	if len(c.redis) == 0 {
+		return errors.New("the bench did not start this Redis (--redis), so it cannot start it")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return errors.New("redis-server not found in PATH (Debian: apt-get install -y redis-server), or use --redis or --target")
+	}
+	restart := false
+	for _, n := range c.redis {
+		c.mu.Lock()
+		running := n.proc != nil
+		c.mu.Unlock()
+		if running {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(n.dir, "nodes.conf")); err == nil {
+			restart = true
+		}
+		if err := c.startNode(ctx, n); err != nil {
+			return err
+		}
+	}
+	if c.cfg.RedisCluster > 0 && restart {
+		return waitClusterOK(ctx, c.redisAddrs(), 30*time.Second)
+	}
+	return nil
+}
+
+func (c *cluster) startNode(ctx context.Context, n *redisNode) error {
+	args := []string{"redis-server", "--port", strconv.Itoa(n.port), "--bind", "127.0.0.1",
+		"--dir", n.dir, "--daemonize", "no", "--save", "", "--protected-mode", "no"}
 	if c.cfg.Persistent {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	if c.cfg.RedisCluster > 0 {
+		// nodes.conf in the node's directory: a restarted node rejoins
+		// with its identity and slots.
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "5000")
+	}
 	var err error
 	for attempt := 0; attempt < 50; attempt++ {
 		var p *process
-		if p, err = startProcess("redis", filepath.Join(c.cfg.Dir, "redis.log"), c.cfg.ServerCPUs, args, nil); err != nil {
+		if p, err = startProcess("redis", n.log, c.cfg.ServerCPUs, args, nil); err != nil {
 			return err
 		}
-		if err = waitRedis(ctx, p, c.redisPort); err == nil {
+		if err = waitRedis(ctx, p, n.port); err == nil {
 			c.mu.Lock()
-			c.redis = p
+			n.proc = p
 			c.mu.Unlock()
 			return nil
 		}
@@ -180,7 +272,7 @@ func (c *cluster) startRedis(ctx context.Context) error {
 		}
 		time.Sleep(100 * time.Millisecond) // a restart may find the port still held briefly
 	}
-	return fmt.Errorf("redis-server: %w", err)
+	return fmt.Errorf("redis-server on port %d: %w (see %s)", n.port, err, n.log)
 }
 
 // waitRedis waits until the server answers PING.
@@ -198,7 +290,7 @@ func waitRedis(ctx context.Context, p *process, port int) error {
 			}
 		}
 		if !p.alive() {
-			return errors.New("redis-server exited at start (see redis.log)")
+			return errors.New("redis-server exited at start")
 		}
 		if time.Now().After(deadline) {
 			return errors.New("redis-server did not answer within 10s")
@@ -211,22 +303,111 @@ func waitRedis(ctx context.Context, p *process, port int) error {
 	}
 }
 
-// killRedis kills Redis with SIGKILL.
-func (c *cluster) killRedis() {
-	c.mu.Lock()
-	p := c.redis
-	c.redis = nil
-	c.mu.Unlock()
-	p.kill()
+// createRedisCluster joins the nodes into a Redis Cluster, the slots spread
+// evenly over them as masters, and waits until every node agrees.
+func (c *cluster) createRedisCluster(ctx context.Context) error {
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		return errors.New("redis-cli not found in PATH (Debian: apt-get install -y redis-tools); --redis-cluster needs it to create the cluster")
+	}
+	args := append([]string{"--cluster", "create"}, c.redisAddrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, "redis-cli", args...).CombinedOutput()
+	_ = os.WriteFile(filepath.Join(c.cfg.Dir, "redis-cluster-create.log"), out, 0o644)
+	if err != nil {
+		return fmt.Errorf("redis-cli --cluster create: %v (see %s)", err, filepath.Join(c.cfg.Dir, "redis-cluster-create.log"))
+	}
+	return waitClusterOK(ctx, c.redisAddrs(), 30*time.Second)
 }
 
-func (c *cluster) redisPid() int {
+func (c *cluster) redisAddrs() []string {
+	addrs := make([]string, len(c.redis))
+	for i, n := range c.redis {
+		addrs[i] = n.addr()
+	}
+	return addrs
+}
+
+// waitClusterOK waits until every node reports cluster_state:ok, with all
+// slots served and every node known to every node.
+func waitClusterOK(ctx context.Context, addrs []string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	why := ""
+	for {
+		ok := true
+		for _, a := range addrs {
+			if why = clusterNodeOK(ctx, a, len(addrs)); why != "" {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis cluster not ok after %v: %s", timeout, why)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// clusterNodeOK is "" when the node at addr sees a whole cluster of n
+// masters, else what is missing.
+func clusterNodeOK(ctx context.Context, addr string, n int) string {
+	cl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := cl.ClusterInfo(ctx).Result()
+	if err != nil {
+		return addr + ": " + err.Error()
+	}
+	got := map[string]string{}
+	for line := range strings.SplitSeq(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			got[k] = v
+		}
+	}
+	for _, w := range [][2]string{{"cluster_state", "ok"}, {"cluster_slots_ok", "16384"},
+		{"cluster_known_nodes", strconv.Itoa(n)}, {"cluster_size", strconv.Itoa(n)}} {
+		if got[w[0]] != w[1] {
+			return fmt.Sprintf("%s: %s:%s, want %s", addr, w[0], got[w[0]], w[1])
+		}
+	}
+	return ""
+}
+
+// killRedis kills every Redis node with SIGKILL.
+func (c *cluster) killRedis() {
+	c.mu.Lock()
+	var ps []*process
+	for _, n := range c.redis {
+		ps = append(ps, n.proc)
+		n.proc = nil
+	}
+	c.mu.Unlock()
+	for _, p := range ps {
+		p.kill()
+	}
+}
+
+// redisPids are the pids of the running Redis nodes: none with a Redis the
+// bench did not start.
+func (c *cluster) redisPids() []int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.redis == nil {
-		return 0
+	var pids []int
+	for _, n := range c.redis {
+		if n.proc != nil {
+			pids = append(pids, n.proc.pid())
+		}
 	}
-	return c.redis.pid()
+	return pids
 }
 
 // startInstance starts `herald serve` number i on free loopback ports and
@@ -303,6 +484,50 @@ func (c *cluster) serverPids() []int {
 		}
 	}
 	return pids
+}
+
+// clusterPort picks a free port for a Redis Cluster node below the
+// kernel's ephemeral range, whose bus port (+10000) is free and below it
+// too, and that no node in taken uses.
+func clusterPort(taken []*redisNode) (int, error) {
+	lo, hi := 10000, ephemeralLow()-10000
+	if hi <= lo {
+		return 0, fmt.Errorf("no port range below the ephemeral ports (%d) for Redis Cluster nodes", ephemeralLow())
+	}
+next:
+	for attempt := 0; attempt < 200; attempt++ {
+		port := lo + mrand.IntN(hi-lo)
+		for _, n := range taken {
+			if d := port - n.port; d == 0 || d == 10000 || d == -10000 {
+				continue next
+			}
+		}
+		if portFree(port) && portFree(port+10000) {
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free port pair for a Redis Cluster node")
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	_ = l.Close()
+	return true
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 func freePort() (int, error) {

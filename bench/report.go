@@ -28,6 +28,9 @@ func Report(res *Results) string {
 	w("\n## Environment\n\n| | |\n|---|---|\n")
 	w("| CPU | %s, %d cores |\n| kernel | Linux %s |\n| Go | %s |\n| Herald | %s |\n| open files limit | %d |\n| servers | %s |\n",
 		m.CPUModel, m.Cores, m.Kernel, m.GoVersion, m.Herald, m.NoFile, res.Targets)
+	if t := res.Redis.String(); t != "" {
+		w("| Redis | %s |\n", t)
+	}
 	if m.ServerCPUs != "" {
 		w("| CPU placement | servers and Redis on CPU %s, load generator on CPU %s |\n", m.ServerCPUs, m.LoadCPUs)
 	} else {

@@ -2,21 +2,64 @@ package bench
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"time"
 )
 
 // Results is everything a run measured: results.json.
 type Results struct {
-	Started  time.Time `json:"started"`
-	Command  string    `json:"command"`
-	Quick    bool      `json:"quick"`
-	Machine  Machine   `json:"machine"`
-	Method   []string  `json:"method"`
-	Targets  string    `json:"targets"` // "children" or the URLs
-	Results  []*Result `json:"results"`
-	Failures []string  `json:"failures,omitempty"` // promises broken
-	Duration float64   `json:"duration_s"`
+	Started time.Time `json:"started"`
+	Command string    `json:"command"`
+	Quick   bool      `json:"quick"`
+	Machine Machine   `json:"machine"`
+	Method  []string  `json:"method"`
+	Targets string    `json:"targets"` // "children" or the URLs
+	// Redis is the Redis the servers used (absent from results.json
+	// files written before it was recorded).
+	Redis    RedisTopology `json:"redis"`
+	Results  []*Result     `json:"results"`
+	Failures []string      `json:"failures,omitempty"` // promises broken
+	Duration float64       `json:"duration_s"`
+}
+
+// RedisTopology describes the Redis of a run.
+type RedisTopology struct {
+	// Topology is "single" (one Redis), "cluster" (Redis Cluster) or
+	// "unknown" (--target: the servers' own Redis).
+	Topology string `json:"topology"`
+	// Masters is the number of masters of a cluster the bench started.
+	Masters int `json:"masters,omitempty"`
+	// Started: the bench started Redis as its child (else --redis named a
+	// running one, or --target).
+	Started bool `json:"started_by_bench"`
+	// URL is --redis, its password hidden.
+	URL string `json:"url,omitempty"`
+}
+
+// String describes the topology for the report; "" when not recorded.
+func (t RedisTopology) String() string {
+	switch {
+	case t.Topology == "unknown":
+		return "not known (--target: the servers' own)"
+	case t.Topology == "cluster" && t.Started:
+		return fmt.Sprintf("Redis Cluster of %d masters, no replicas, started by the bench (sharded Pub/Sub)", t.Masters)
+	case t.Topology == "cluster":
+		return fmt.Sprintf("a running Redis Cluster, not started by the bench (`--redis %s`; sharded Pub/Sub)", t.URL)
+	case t.Topology == "single" && t.Started:
+		return "one redis-server, started by the bench"
+	case t.Topology == "single":
+		return fmt.Sprintf("a running Redis, not started by the bench (`--redis %s`)", t.URL)
+	}
+	return ""
+}
+
+// children names a Redis the bench started, in the list of its children.
+func (t RedisTopology) children() string {
+	if t.Topology == "cluster" {
+		return fmt.Sprintf("%d-node Redis Cluster", t.Masters)
+	}
+	return "redis-server"
 }
 
 // Result is one scenario on one transport, at one load.

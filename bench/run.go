@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,15 @@ type Config struct {
 	Log io.Writer
 	// Command is recorded in the report.
 	Command string
+	// Redis is a running Redis (redis://, rediss://) or Redis Cluster
+	// (redis-cluster://, rediss-cluster://) URL the started instances use:
+	// the bench then starts no Redis, does not measure its CPU and does not
+	// run redis-restart. Not with Targets or RedisCluster.
+	Redis string
+	// RedisCluster, when > 0, makes the bench start a Redis Cluster of
+	// that many masters (at least 3, no replicas) instead of one
+	// redis-server. Not with Targets or Redis.
+	RedisCluster int
 }
 
 // Run runs the configured scenarios and writes results.json and report.md
@@ -75,8 +85,16 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if len(cfg.Transports) == 0 {
 		cfg.Transports = AllTransports
 	}
+	explicit := len(cfg.Scenarios) > 0
+	if err := checkRedis(cfg, explicit); err != nil {
+		return nil, err
+	}
 	if len(cfg.Scenarios) == 0 {
 		cfg.Scenarios = AllScenarios
+		if cfg.Redis != "" {
+			// It needs a Redis the bench can kill; method() says so.
+			cfg.Scenarios = slices.DeleteFunc(slices.Clone(AllScenarios), func(s string) bool { return s == RedisRestart })
+		}
 	}
 	for _, t := range cfg.Transports {
 		if !slices.Contains(AllTransports, t) {
@@ -102,7 +120,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	// about the host, not the run (docs/transports.md has the sysctl).
 	_ = os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	start := time.Now()
-	res := &Results{Started: start.UTC(), Command: cfg.Command, Quick: cfg.Quick, Machine: readMachine(), Method: method(cfg)}
+	command := cfg.Command
+	if cfg.Redis != "" {
+		command = strings.ReplaceAll(command, cfg.Redis, RedactURL(cfg.Redis))
+	}
+	res := &Results{Started: start.UTC(), Command: command, Quick: cfg.Quick, Machine: readMachine(), Method: method(cfg),
+		Redis: topology(cfg)}
 	res.Machine.NoFile = fileLimit()
 	if cfg.Pin {
 		if err := pinSelf(cfg.LoadCPUs); err != nil {
@@ -119,7 +142,10 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if len(cfg.Targets) > 0 {
 		res.Targets = strings.Join(append(slices.Clone(cfg.Targets), cfg.TLSTargets...), " ")
 	} else {
-		res.Targets = fmt.Sprintf("children: redis-server and %d × herald serve", cfg.Instances)
+		res.Targets = fmt.Sprintf("children: %s and %d × herald serve", res.Redis.children(), cfg.Instances)
+		if !res.Redis.Started {
+			res.Targets = fmt.Sprintf("children: %d × herald serve (Redis: --redis, not started by the bench)", cfg.Instances)
+		}
 	}
 	var runErr error
 	for _, sc := range cfg.Scenarios {
@@ -229,10 +255,122 @@ func method(cfg Config) []string {
 	if cfg.Quick {
 		m = append(m, "QUICK RUN: every transport of a scenario runs at the same time on one set of servers, with small loads and 1 s windows. It checks the promises; its costs and latencies are shared between transports and not for comparison.")
 	}
+	switch {
+	case cfg.RedisCluster > 0:
+		m = append(m, fmt.Sprintf("Redis: a Redis Cluster of %d masters and no replicas (nothing fails over), started by the bench on loopback (redis-server --cluster-enabled yes, joined by redis-cli --cluster create); the instances use it through --redis redis-cluster://… and sharded Pub/Sub (SSUBSCRIBE/SPUBLISH). Redis CPU is the sum over every node. redis-restart kills every node at once (SIGKILL) and restarts them all on their ports from their AOF and nodes.conf; the cluster takes writes again once every node is back and agrees (cluster_state:ok).", cfg.RedisCluster))
+	case cfg.Redis != "":
+		what := "a running Redis"
+		if isClusterURL(cfg.Redis) {
+			what = "a running Redis Cluster"
+		}
+		m = append(m, fmt.Sprintf("Redis: %s the bench did not start (--redis %s): its configuration (persistence, topology, placement) is its owner's, its CPU is not measured, and redis-restart is not run (the bench cannot kill and restart it).", what, RedactURL(cfg.Redis)))
+	}
 	if cfg.Pin {
-		m = append(m, fmt.Sprintf("CPU placement: server instances and Redis pinned to CPU %s (taskset), the load generator to CPU %s (sched_setaffinity).", cfg.ServerCPUs, cfg.LoadCPUs))
+		who := "server instances and Redis"
+		if cfg.Redis != "" {
+			who = "server instances"
+		}
+		m = append(m, fmt.Sprintf("CPU placement: %s pinned to CPU %s (taskset), the load generator to CPU %s (sched_setaffinity).", who, cfg.ServerCPUs, cfg.LoadCPUs))
 	}
 	return m
+}
+
+// checkRedis rejects Redis options that contradict each other or the
+// targets; explicit is whether the scenarios were chosen (not defaulted).
+func checkRedis(cfg Config, explicit bool) error {
+	switch {
+	case cfg.RedisCluster < 0:
+		return fmt.Errorf("--redis-cluster %d: want the number of masters (at least 3), or 0 for one redis-server", cfg.RedisCluster)
+	case cfg.RedisCluster > 0 && cfg.RedisCluster < 3:
+		return fmt.Errorf("--redis-cluster %d: a Redis Cluster needs at least 3 masters (redis-cli --cluster create); 0 runs one redis-server", cfg.RedisCluster)
+	case cfg.RedisCluster > 0 && cfg.Redis != "":
+		return errors.New("--redis-cluster starts a Redis Cluster, --redis uses a running one: give one of them")
+	case len(cfg.Targets) > 0 && (cfg.Redis != "" || cfg.RedisCluster > 0):
+		return errors.New("--target measures running servers, which have their own Redis: --redis and --redis-cluster configure the servers the bench starts")
+	case cfg.Redis == "":
+		return nil
+	}
+	if err := checkRedisURL(cfg.Redis); err != nil {
+		return err
+	}
+	if explicit && slices.Contains(cfg.Scenarios, RedisRestart) {
+		return fmt.Errorf("scenario %s kills and restarts Redis: it needs a Redis the bench starts, not --redis", RedisRestart)
+	}
+	return nil
+}
+
+// checkRedisURL checks the form of a --redis URL (herald serve parses it
+// fully).
+func checkRedisURL(raw string) error {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	bad := func(why string) error {
+		return fmt.Errorf("--redis %q: %s (want redis://host:port/db, rediss://…, or redis-cluster://host1:port1,host2:port2,…)", RedactURL(raw), why)
+	}
+	if !ok {
+		return bad("not a URL")
+	}
+	switch scheme {
+	case "redis", "rediss", "redis-cluster", "rediss-cluster":
+	default:
+		return bad("unknown scheme " + strconv.Quote(scheme))
+	}
+	hosts := rest
+	if i := strings.IndexAny(hosts, "/?"); i >= 0 {
+		hosts = hosts[:i]
+	}
+	if i := strings.LastIndex(hosts, "@"); i >= 0 {
+		hosts = hosts[i+1:]
+	}
+	if !isClusterURL(raw) && strings.Contains(hosts, ",") {
+		return bad("several hosts in a single-Redis URL (redis-cluster:// for a cluster)")
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		if h == "" || strings.HasPrefix(h, ":") {
+			return bad("no host")
+		}
+	}
+	return nil
+}
+
+func isClusterURL(u string) bool {
+	return strings.HasPrefix(u, "redis-cluster://") || strings.HasPrefix(u, "rediss-cluster://")
+}
+
+// RedactURL hides the password of a Redis URL (user:xxxxx@; a lone
+// userinfo is hidden whole).
+func RedactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	auth := rest
+	if i := strings.IndexAny(auth, "/?"); i >= 0 {
+		auth = auth[:i]
+	}
+	i := strings.LastIndex(auth, "@")
+	if i < 0 {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(auth[:i], ":")
+	if !hasPass {
+		user = "" // redis://secret@host: go-redis may take it for a password
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[i:]
+}
+
+// topology is the Redis the servers of a run use.
+func topology(cfg Config) RedisTopology {
+	switch {
+	case len(cfg.Targets) > 0:
+		return RedisTopology{Topology: "unknown"}
+	case cfg.Redis != "" && isClusterURL(cfg.Redis):
+		return RedisTopology{Topology: "cluster", URL: RedactURL(cfg.Redis)}
+	case cfg.Redis != "":
+		return RedisTopology{Topology: "single", URL: RedactURL(cfg.Redis)}
+	case cfg.RedisCluster > 0:
+		return RedisTopology{Topology: "cluster", Masters: cfg.RedisCluster, Started: true}
+	}
+	return RedisTopology{Topology: "single", Started: true}
 }
 
 // logf writes a line to the run log.

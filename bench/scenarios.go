@@ -145,10 +145,11 @@ func (r *runner) eachTransport(ctx context.Context, name string, persistent bool
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		r.prog.set("%s %s: starting redis-server and %d instances", name, label, r.cfg.Instances)
+		r.prog.set("%s %s: starting Redis and %d instances", name, label, r.cfg.Instances)
 		return startCluster(ctx, clusterConfig{
 			Dir: dir, CertDir: filepath.Join(r.cfg.Out, "certs"), Serve: r.cfg.Serve, Instances: r.cfg.Instances,
 			ServerCPUs: r.serverCPUs(), Persistent: persistent, ServeArgs: serveArgs,
+			RedisURL: r.cfg.Redis, RedisCluster: r.cfg.RedisCluster,
 		}, r.secret, r.apiKey)
 	}
 	if r.cfg.Quick {
@@ -413,7 +414,7 @@ func minTime(a, b time.Time) time.Time {
 type snapshot struct {
 	at     time.Time
 	server map[int]int64 // µs of CPU by instance pid
-	redis  int64
+	redis  map[int]int64 // µs of CPU by Redis pid (every cluster node)
 	self   int64
 	wire   int64
 	known  bool
@@ -432,8 +433,11 @@ func (r *runner) snapshot(cl *cluster, env *dialEnv) snapshot {
 			s.server[pid] = v
 		}
 	}
-	if pid := cl.redisPid(); pid != 0 {
-		s.redis, _ = procCPU(pid)
+	s.redis = map[int]int64{}
+	for _, pid := range cl.redisPids() {
+		if v, err := procCPU(pid); err == nil {
+			s.redis[pid] = v
+		}
 	}
 	return s
 }
@@ -452,8 +456,20 @@ func (r *runner) cost(res *Result, a, b snapshot, deliveries int64) {
 			}
 		}
 		res.ServerCPUPct = ptr(float64(server) / 1e4 / secs)
-		if b.redis >= a.redis { // else Redis restarted: a new process
-			res.RedisCPUPct = ptr(float64(b.redis-a.redis) / 1e4 / secs)
+		// Every Redis process (all the nodes of a cluster), when the same
+		// ones ran through the window: else Redis restarted (new
+		// processes), or the bench did not start it (--redis).
+		if len(a.redis) > 0 && len(a.redis) == len(b.redis) {
+			var redisCPU int64
+			same := true
+			for pid, v := range b.redis {
+				v0, ok := a.redis[pid]
+				same = same && ok
+				redisCPU += v - v0
+			}
+			if same {
+				res.RedisCPUPct = ptr(float64(redisCPU) / 1e4 / secs)
+			}
 		}
 		if deliveries > 0 {
 			res.ServerCPUPerDelivery = ptr(float64(server) / float64(deliveries))

@@ -38,13 +38,17 @@ func runBench(args []string, stdout io.Writer) error {
 
 Runs load scenarios on every transport (ws, sse-h1, sse-h2, sse-h3, h3)
 and writes results.json, report.md and SVG charts. By default it starts a
-private redis-server and --instances herald serve children on loopback;
-with --target it measures servers already running.
+private redis-server (or, with --redis-cluster N, a Redis Cluster of N
+masters) and --instances herald serve children on loopback; with --redis
+the children use a running Redis or Redis Cluster instead; with --target
+it measures servers already running.
 
 Examples:
   herald bench --quick                      # CI: under a minute, fails on any loss
   herald bench --out bench-results/full     # the full run (about 15 minutes)
   herald bench --scenario broadcast --transport ws,h3
+  herald bench --quick --redis-cluster 3    # the children on a private 3-master Redis Cluster
+  herald bench --redis redis-cluster://10.0.0.7:7000,10.0.0.8:7000   # on a running one
   herald bench --target http://10.0.0.5:8080 --target-tls https://10.0.0.5:8443 --api-key "$KEY"
 
 Flags:
@@ -72,11 +76,23 @@ Flags:
 	fs.StringVar(&loadCPUs, "load-cpus", "1", "CPU list the load generator is pinned to")
 	fs.BoolVar(&noPin, "no-pin", false, "do not pin processes to CPUs")
 	fs.IntVar(&cfg.SourceAddrs, "source-addrs", 4, "loopback source addresses to spread client connections over")
+	fs.IntVar(&cfg.RedisCluster, "redis-cluster", 0, "start a Redis Cluster of this many masters (at least 3, no replicas; needs redis-cli) instead of one redis-server")
+	fs.StringVar(&cfg.Redis, "redis", "", "use this running Redis (redis://host:port/db) or Redis Cluster (redis-cluster://host1:port1,host2:port2,…) for the children instead of starting one; skips redis-restart")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	if cfg.Redis != "" {
+		// The parser herald serve uses: a URL the children would reject
+		// fails here, before anything starts.
+		rdb, err := newRedisClient(cfg.Redis)
+		if err != nil {
+			return fmt.Errorf("bench: --redis %s: %s", bench.RedactURL(cfg.Redis),
+				strings.ReplaceAll(err.Error(), cfg.Redis, bench.RedactURL(cfg.Redis)))
+		}
+		_ = rdb.Close()
 	}
 	cfg.Targets, cfg.TLSTargets = targets, tlsTargets
 	cfg.Transports, cfg.Scenarios = splitList(transports), splitList(scenarios)
