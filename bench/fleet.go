@@ -201,27 +201,40 @@ func (f *fleet) waitReady(ctx context.Context, a *api, baseOf func(sub *subscrib
 	}
 }
 
-// waitDelivered waits until every subscriber has received up to what was
-// published on its channel, or deliveries made no progress for idle (a
-// backlog still draining is waited for, up to ten times idle).
+// waitDelivered waits until every subscriber has received what was
+// published on its channel (failed publishes aside) and is connected, or
+// deliveries made no progress for idle while every client was connected:
+// a backlog still draining, or clients still reconnecting (a QUIC client
+// notices a dead server only at its idle timeout), are waited for, up to
+// ten times idle. What is missing after that counts as lost.
 func (f *fleet) waitDelivered(p *publisher, idle time.Duration) {
 	var owed int64
 	for _, s := range f.subs {
-		owed += p.published(s.channel)
+		owed += p.published(s.channel) - int64(len(p.failedOf(s.channel)))
 	}
 	last, lastAt, deadline := f.delivered.Load(), time.Now(), time.Now().Add(10*idle)
 	for time.Now().Before(deadline) {
 		n := f.delivered.Load()
-		if n >= owed {
+		connected := f.allConnected()
+		if n >= owed && connected {
 			return
 		}
-		if n != last {
+		if n != last || !connected {
 			last, lastAt = n, time.Now()
 		} else if time.Since(lastAt) > idle {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func (f *fleet) allConnected() bool {
+	for _, s := range f.subs {
+		if s.c.State().Phase != client.Connected {
+			return false
+		}
+	}
+	return true
 }
 
 // close stops every client and waits for the readers.

@@ -75,14 +75,19 @@ type Result struct {
 	Latency     Latency     `json:"latency"`
 	Correctness Correctness `json:"correctness"`
 
+	// DeliveriesPerSec is the deliveries of the messages scheduled in the
+	// measurement window, per second of it: the offered load when nothing
+	// is lost. ReceivedPerSec is what the clients received during the
+	// window: the throughput, lower when the system fell behind.
 	DeliveriesPerSec float64 `json:"deliveries_per_s"`
+	ReceivedPerSec   float64 `json:"received_per_s,omitempty"`
 	// Server cost over the measurement window, from /proc of each
 	// instance and of Redis (percent of one core); nil when unknown
 	// (--target).
 	ServerCPUPct         *float64 `json:"server_cpu_pct,omitempty"`
 	RedisCPUPct          *float64 `json:"redis_cpu_pct,omitempty"`
 	LoadCPUPct           float64  `json:"load_cpu_pct"`
-	ServerCPUPerDelivery *float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerCPUPerDelivery *float64 `json:"server_cpu_us_per_delivery,omitempty"` // per delivery received in the window
 	// Bytes on the wire per delivered message, counted at the clients'
 	// sockets (both directions); nil when not counted.
 	WirePerDelivery *float64 `json:"wire_bytes_per_delivery,omitempty"`

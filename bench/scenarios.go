@@ -17,6 +17,7 @@ import (
 // The scenarios, in run order.
 const (
 	Broadcast      = "broadcast"
+	Saturation     = "saturation"
 	Unicast        = "unicast"
 	CrossInstance  = "cross-instance"
 	Idle           = "idle"
@@ -27,11 +28,12 @@ const (
 )
 
 // AllScenarios in run order.
-var AllScenarios = []string{Idle, Broadcast, Unicast, CrossInstance, SlowConsumers, Failover, RedisRestart, ReconnectStorm}
+var AllScenarios = []string{Idle, Broadcast, Saturation, Unicast, CrossInstance, SlowConsumers, Failover, RedisRestart, ReconnectStorm}
 
 var scenarioDesc = map[string]string{
 	Idle:           "N connections held open, nothing published: server memory and CPU per connection, connect rate, idle bytes on the wire.",
 	Broadcast:      "One channel, N subscribers on one instance, messages published at a fixed rate: fan-out throughput, latency and server CPU per delivery.",
+	Saturation:     "Broadcast to N subscribers on one instance at a rate beyond what one core of clients takes in: each connection's writes then carry many messages. Server CPU per delivery received, and the throughput (received/s) the transport sustains; latency here is mostly queueing and is not a comparison. The servers keep 20,000 messages of history (--history-size) so that a client dropped as lagged resumes.",
 	Unicast:        "Each user on its own channel (user:<id>) on one instance; messages to random users at a fixed rate.",
 	CrossInstance:  "Unicast with clients spread over every instance, each message published on an instance other than its recipient's: the path through Redis Pub/Sub.",
 	SlowConsumers:  "Broadcast where a share of the clients stop reading: the others must not suffer (latency compared with the fast clients), the slow ones are dropped as lagged and resume without loss once they read again.",
@@ -52,6 +54,9 @@ func (r *runner) scenario(ctx context.Context, name string) error {
 			}
 			steps = append(steps, trafficSpec{subs: n, instances: 1, broadcast: true, rate: rate})
 		}
+	case Saturation:
+		n := r.sizes([]int{50}, []int{1000})[0]
+		steps = append(steps, trafficSpec{subs: n, instances: 1, broadcast: true, rate: r.pick(400, saturationRate)})
 	case Unicast:
 		n := r.sizes([]int{50}, []int{1000})[0]
 		steps = append(steps, trafficSpec{subs: n, instances: 1, rate: r.pick(200, 2000)})
@@ -61,7 +66,13 @@ func (r *runner) scenario(ctx context.Context, name string) error {
 	default:
 		return r.faultScenario(ctx, name)
 	}
-	return r.eachTransport(ctx, name, false, nil, func(ctx context.Context, cl *cluster, tr string) error {
+	var serveArgs []string
+	if name == Saturation {
+		// A client dropped as lagged resumes from the history: keep more
+		// than the backlog a saturated client can build up.
+		serveArgs = []string{"--history-size", "20000"}
+	}
+	return r.eachTransport(ctx, name, false, serveArgs, func(ctx context.Context, cl *cluster, tr string) error {
 		for _, st := range steps {
 			st.scenario, st.transport = name, tr
 			res := r.traffic(ctx, cl, st)
@@ -73,6 +84,11 @@ func (r *runner) scenario(ctx context.Context, name string) error {
 		return nil
 	})
 }
+
+// saturationRate is the full run's publish rate in the saturation
+// scenario: at 1,000 subscribers, more deliveries per second than the load
+// generator's core takes in on any transport.
+const saturationRate = 600
 
 // sizes returns the quick or the full run's connection counts.
 func (r *runner) sizes(quick, full []int) []int {
@@ -335,6 +351,7 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 	// Measure the window: /proc at its start and end.
 	sleepUntil(ctx, wStart)
 	before := r.snapshot(cl, env)
+	before.delivered = f.delivered.Load()
 	duringDone := make(chan struct{})
 	if st.during != nil {
 		go func() {
@@ -350,6 +367,7 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 		sleepUntil(ctx, minTime(wEnd, time.Now().Add(200*time.Millisecond)))
 	}
 	after := r.snapshot(cl, env)
+	after.delivered = f.delivered.Load()
 	<-pubDone
 	<-duringDone
 	drain := st.drain
@@ -385,7 +403,7 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 	}
 	res.Correctness = f.correctness(pub)
 	res.DeliveriesPerSec = float64(res.Latency.Count) / measure.Seconds()
-	r.cost(res, before, after, res.Latency.Count)
+	r.cost(res, before, after, instancePids(cl, nInst))
 	if e := pub.lastErr.Load(); e != nil {
 		res.Notes = append(res.Notes, "last publish error: "+e.(string))
 	}
@@ -412,12 +430,29 @@ func minTime(a, b time.Time) time.Time {
 
 // snapshot is the CPU and wire counters at one moment.
 type snapshot struct {
-	at     time.Time
-	server map[int]int64 // µs of CPU by instance pid
-	redis  map[int]int64 // µs of CPU by Redis pid (every cluster node)
-	self   int64
-	wire   int64
-	known  bool
+	at        time.Time
+	server    map[int]int64 // µs of CPU by instance pid
+	redis     map[int]int64 // µs of CPU by Redis pid (every cluster node)
+	self      int64
+	wire      int64
+	delivered int64 // deliveries the clients had received (set by the caller)
+	known     bool
+}
+
+// instancePids are the pids of the first n instances: those that hold a
+// run's clients and receive its publishes. Idle instances are not the
+// run's cost.
+func instancePids(cl *cluster, n int) map[int]bool {
+	if cl == nil {
+		return nil
+	}
+	pids := map[int]bool{}
+	for i := 0; i < n && i < len(cl.instances); i++ {
+		if in := cl.instances[i]; in.alive() {
+			pids[in.pid()] = true
+		}
+	}
+	return pids
 }
 
 func (r *runner) snapshot(cl *cluster, env *dialEnv) snapshot {
@@ -442,16 +477,20 @@ func (r *runner) snapshot(cl *cluster, env *dialEnv) snapshot {
 	return s
 }
 
-// cost fills in the server cost of deliveries made between two snapshots.
-func (r *runner) cost(res *Result, a, b snapshot, deliveries int64) {
+// cost fills in the server cost of the deliveries the clients received
+// between two snapshots: CPU and deliveries over the same window, whatever
+// the latency. Only the instances in pids count.
+func (r *runner) cost(res *Result, a, b snapshot, pids map[int]bool) {
 	secs := b.at.Sub(a.at).Seconds()
+	deliveries := b.delivered - a.delivered
+	res.ReceivedPerSec = float64(deliveries) / secs
 	res.LoadCPUPct = float64(b.self-a.self) / 1e4 / secs
 	if a.known && b.known {
-		// Instances alive at both ends of the window: a killed one's CPU
-		// is not counted.
+		// The run's instances alive at both ends of the window: a killed
+		// one's CPU is not counted.
 		var server int64
 		for pid, v := range b.server {
-			if v0, ok := a.server[pid]; ok {
+			if v0, ok := a.server[pid]; ok && pids[pid] {
 				server += v - v0
 			}
 		}

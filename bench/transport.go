@@ -192,10 +192,10 @@ func (e *dialEnv) dialQUIC(i int) func(ctx context.Context, addr string, tlsCfg 
 // clientConfig returns the client configuration of client i of this
 // transport, for an instance's base URLs.
 func (e *dialEnv) clientConfig(i int, plainURL, tlsURL string) client.Config {
-	// quic-go's client defaults as the h3 dialer uses them; the quick run
-	// shortens them so that a killed server is noticed in seconds (QUIC
-	// learns of a dead peer only from its idle timeout).
-	quicCfg := &quic.Config{KeepAlivePeriod: 10 * time.Second, MaxIdleTimeout: 30 * time.Second}
+	// The reconnecting client's QUIC defaults, for h3 and sse-h3 alike;
+	// the quick run shortens them so that a killed server is noticed in
+	// seconds (QUIC learns of a dead peer only from its idle timeout).
+	quicCfg := client.DefaultQUICConfig()
 	if e.quickQUIC {
 		quicCfg = &quic.Config{KeepAlivePeriod: time.Second, MaxIdleTimeout: 3 * time.Second}
 	}
@@ -217,15 +217,17 @@ func (e *dialEnv) clientConfig(i int, plainURL, tlsURL string) client.Config {
 			TLSClientConfig: e.tls.Clone(), QUICConfig: quicCfg, Dial: e.dialQUIC(i),
 		}}}
 	case H3:
-		// client.Config has no dial hook for HTTP/3 streams: their bytes
-		// cannot be counted at the client's socket (see the report).
-		return client.Config{URL: tlsURL, Transport: client.HTTP3, TLSConfig: e.tls.Clone()}
+		// dialQUIC counts the bytes and reroutes a killed instance's
+		// clients; each connection (h3.Client) has its own QUIC connection.
+		return client.Config{URL: tlsURL, Transport: client.HTTP3, TLSConfig: e.tls.Clone(),
+			QUICConfig: quicCfg, DialQUIC: e.dialQUIC(i)}
 	}
 	panic(fmt.Sprintf("bench: unknown transport %q", e.transport))
 }
 
-// wireCounted reports whether this transport's bytes are counted.
-func wireCounted(transport string) bool { return transport != H3 }
+// wireCounted reports whether this transport's bytes are counted: every
+// transport's are, TCP through dialTCP, QUIC through dialQUIC.
+func wireCounted(string) bool { return true }
 
 // isLoopback reports whether a base URL's host is a loopback address (so
 // that clients may dial from other loopback source addresses).

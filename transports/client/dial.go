@@ -51,6 +51,7 @@ func dialer(cfg *Config, endpoint string) dialFunc {
 			c, err := h3.Dial(ctx, endpoint, h3.DialOptions{
 				Token: req.Token, Channels: req.Channels, Since: req.Since,
 				Duplex: true, TLSConfig: cfg.TLSConfig, Header: cfg.Header, ReadLimit: cfg.ReadLimit,
+				QUICConfig: cfg.QUICConfig, Dial: cfg.DialQUIC,
 			})
 			if err != nil {
 				return nil, err

@@ -35,6 +35,21 @@
 // messages does not count: a server that accepts, replays and crashes
 // would otherwise be reconnected to in a tight loop.
 //
+// # Dead servers
+//
+// The client keeps no timer on a connection (it does not watch the
+// server's heartbeats): it learns that a server is gone from the
+// transport. A server process that dies has its TCP connections
+// (WebSocket, SSE over HTTP/1.1 and HTTP/2) reset by its kernel at once;
+// a host or network path that vanished is noticed over TCP only by TCP
+// keep-alive, in minutes. A killed QUIC server (HTTP3, SSE over HTTP/3)
+// tells nothing, and ICMP is not acted on: the client notices at the QUIC
+// idle timeout, which DefaultQUICConfig makes at most 20 s (keep-alive
+// 5 s + idle timeout 15 s; quic-go's defaults take up to 40 s).
+// Config.QUICConfig changes it for HTTP3; SSE over HTTP/3 takes its
+// settings from the *http3.Transport in Config.HTTPClient. Config.DialQUIC
+// opens HTTP3's QUIC connections, every attempt anew.
+//
 // The SSE path goes through sse.Dial, which uses r3labs/sse/v2's client
 // for one stream with its own retries off. Its traps (a clean end of
 // stream that it never retries, a backoff that gives up after 15 minutes,

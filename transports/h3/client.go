@@ -30,7 +30,30 @@ type DialOptions struct {
 	TLSConfig *tls.Config
 	// QUICConfig for the connection; nil means quic-go's client defaults
 	// (keep-alive every 10s, idle timeout 30s). It is copied.
+	//
+	// A killed server cannot close its connections, and QUIC does not act
+	// on ICMP: the client learns of it only when the idle timeout passes
+	// without a packet from the server, counted from the first packet the
+	// client sent after the last it received (a keep-alive PING while the
+	// client has nothing to send) — up to KeepAlivePeriod + MaxIdleTimeout
+	// after the server died. The smaller of the client's and the server's
+	// MaxIdleTimeout applies, and a non-zero KeepAlivePeriod is capped at
+	// half of it.
 	QUICConfig *quic.Config
+	// Dial, if set, opens the QUIC connection (it becomes the
+	// http3.Transport's Dial): to choose or wrap the UDP socket (count its
+	// bytes, pick a source address), to route addr elsewhere, or to reuse
+	// a quic.Transport. addr is the URL's host:port, unresolved; tlsCfg is
+	// TLSConfig (cloned) with ServerName and the h3 ALPN set; cfg is the
+	// QUICConfig to use (QUICConfig, or http3's default when nil) and must
+	// be passed on, as tlsCfg must. Typically it calls
+	// (*quic.Transport).DialEarly or quic.DialAddrEarly.
+	//
+	// nil means a UDP socket of the Client's own, closed by Close. With
+	// Dial, Close closes only the connection Dial returned: a socket or
+	// quic.Transport that Dial created is its to close, e.g. once the
+	// connection's Context is done.
+	Dial func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error)
 	// Header adds request headers (e.g. Origin).
 	Header http.Header
 	// ReadLimit bounds one envelope line. Default 16 MiB.
@@ -43,7 +66,7 @@ type DialOptions struct {
 //
 // Each Client has its own QUIC connection (its own http3.Transport): one
 // connection carries at most 100 streams, and a lost connection then costs
-// one client, not many.
+// one client, not many. DialOptions.Dial decides its socket.
 type Client struct {
 	tr     *http3.Transport
 	cancel context.CancelFunc // ends the request stream
@@ -67,7 +90,7 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 		return nil, fmt.Errorf("h3: %w", err)
 	}
 
-	c := &Client{tr: &http3.Transport{TLSClientConfig: opts.TLSConfig}, sendMu: make(chan struct{}, 1)}
+	c := &Client{tr: &http3.Transport{TLSClientConfig: opts.TLSConfig, Dial: opts.Dial}, sendMu: make(chan struct{}, 1)}
 	if opts.QUICConfig != nil {
 		c.tr.QUICConfig = opts.QUICConfig.Clone() // the transport writes to it
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/coder/websocket"
@@ -36,8 +37,12 @@ type DialOptions struct {
 // goroutine; the command methods may be called concurrently with Read.
 type Client struct {
 	ws      *websocket.Conn
-	pending [][]byte // lines of the last frame not yet returned; owned by Read
+	buf     []byte   // the last frame, reused; owned by Read
+	pending [][]byte // lines of buf not yet returned; owned by Read
 }
+
+// keepFrameBuffer is the largest frame buffer a Client keeps between reads.
+const keepFrameBuffer = 64 << 10
 
 // Dial connects to a Herald WebSocket endpoint (ws:// or wss:// URL of
 // /v1/ws). A refused handshake returns the server's *notify.Error.
@@ -76,7 +81,7 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 // returns a *CloseError with the code and reason.
 func (c *Client) Read(ctx context.Context) (*notify.Envelope, error) {
 	for len(c.pending) == 0 {
-		typ, data, err := c.ws.Read(ctx)
+		typ, data, err := c.readFrame(ctx)
 		if err != nil {
 			var ce websocket.CloseError
 			if errors.As(err, &ce) {
@@ -96,7 +101,35 @@ func (c *Client) Read(ctx context.Context) (*notify.Envelope, error) {
 	line := c.pending[0]
 	c.pending[0] = nil
 	c.pending = c.pending[1:]
-	return notify.ParseEnvelope(line)
+	return notify.ParseEnvelope(line) // copies what it keeps: buf is reused
+}
+
+// readFrame reads the next message into c.buf (websocket.Conn.Read would
+// allocate a new buffer for every frame).
+func (c *Client) readFrame(ctx context.Context) (websocket.MessageType, []byte, error) {
+	if cap(c.buf) > keepFrameBuffer {
+		c.buf = nil
+	}
+	typ, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	b := c.buf[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+	c.buf = b
+	return typ, b, nil
 }
 
 // Send sends a command.
