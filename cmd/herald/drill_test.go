@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -142,10 +143,14 @@ type drill struct {
 	clients []*drillClient
 	http    *http.Client
 	wg      sync.WaitGroup
+	started time.Time // when the clients started
 }
 
 func newDrill(t *testing.T, redisURL string, instances, clients int) *drill {
 	d := &drill{t: t, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	// The clients' connections and the balancer's, plus the token and
+	// publish requests in flight and the test's own.
+	lbtest.CheckFiles(t, clients, 500)
 	var addrs []string
 	for range instances {
 		p := startHerald(t, redisURL)
@@ -155,6 +160,7 @@ func newDrill(t *testing.T, redisURL string, instances, clients int) *drill {
 	d.lb = lbtest.Start(t, addrs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); d.wg.Wait() })
+	d.started = time.Now()
 	for i := range clients {
 		dc := &drillClient{}
 		user := "u" + strconv.Itoa(i)
@@ -247,9 +253,43 @@ func (d *drill) waitAll(timeout time.Duration, what string, ok func(*drillClient
 			return
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("after %v, %d of %d clients have %s", timeout, n, len(d.clients), what)
+			d.diagnose()
+			d.t.Fatalf("after %v, %d of %d clients have %s (balancer accept error: %v)", timeout, n, len(d.clients), what, d.lb.AcceptError())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// diagnose logs what the clients and the instances see, for a drill that
+// stalled.
+func (d *drill) diagnose() {
+	phases := map[string]int{}
+	got, reconn := 0, 0
+	for _, dc := range d.clients {
+		phases[fmt.Sprint(dc.c.State().Phase)]++
+		if dc.count() > 0 {
+			got++
+		}
+		dc.mu.Lock()
+		reconn += dc.reconnections
+		dc.mu.Unlock()
+	}
+	d.t.Logf("clients by phase %v; %d of %d received a message; %d reconnections", phases, got, len(d.clients), reconn)
+	for _, p := range d.procs {
+		resp, err := d.http.Get("http://" + p.addr + "/metrics")
+		if err != nil {
+			d.t.Logf("herald %s metrics: %v", p.addr, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var keep []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "herald_") && !strings.Contains(l, "_bucket") {
+				keep = append(keep, l)
+			}
+		}
+		d.t.Logf("herald %s metrics:\n%s", p.addr, strings.Join(keep, "\n"))
 	}
 }
 
@@ -267,15 +307,23 @@ func (d *drill) run(total int, fault func()) drillResult {
 	d.t.Helper()
 	// Every client connected and subscribed: each received a warm-up.
 	ctx := context.Background()
+	start := d.started
 	d.waitAll(30*time.Second, "connected", func(dc *drillClient) bool { return dc.c.State().Phase == client.Connected })
+	connected := time.Since(start)
 	succeeded := make([]bool, total)
 	var failed atomic.Int64
+	warmSent, warmFailed, warmErr := 0, 0, error(nil)
 	for warmUp := time.Now().Add(60 * time.Second); ; {
 		if time.Now().After(warmUp) {
-			d.t.Fatal("clients never received the warm-up")
+			d.diagnose()
+			d.t.Fatalf("clients never received the warm-up (%d of %d warm-up publishes failed, the last with %v; balancer accept error: %v)",
+				warmFailed, warmSent, warmErr, d.lb.AcceptError())
 		}
 		// Warm-up numbers are negative so they stay out of the checks.
-		_ = d.post(ctx, "/v1/publish", map[string]any{"channel": "drill", "data": json.RawMessage(`{"n":-1}`)}, &struct{}{})
+		warmSent++
+		if err := d.post(ctx, "/v1/publish", map[string]any{"channel": "drill", "data": json.RawMessage(`{"n":-1}`)}, &struct{}{}); err != nil {
+			warmFailed, warmErr = warmFailed+1, err
+		}
 		all := true
 		for _, dc := range d.clients {
 			if dc.count() == 0 {
@@ -284,6 +332,8 @@ func (d *drill) run(total int, fault func()) drillResult {
 			}
 		}
 		if all {
+			d.t.Logf("%d clients connected after %v, all received a warm-up after %v",
+				len(d.clients), connected.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -407,9 +457,17 @@ func TestDrillKillInstanceOnCluster(t *testing.T) {
 // population reconnects within the jittered backoff, and the instances
 // absorb the storm through their accept backlog and handshake timeout.
 // Run without -race for the full size (the race detector caps goroutines).
+// HERALD_STORM_CLIENTS overrides the size (stormClients by default).
 func TestDrillReconnectStorm(t *testing.T) {
+	n := stormClients
+	if s := os.Getenv("HERALD_STORM_CLIENTS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			t.Fatalf("HERALD_STORM_CLIENTS=%q: want a positive number", s)
+		}
+	}
 	srv := redistest.Start(t)
-	d := newDrill(t, srv.URL(), 3, stormClients)
+	d := newDrill(t, srv.URL(), 3, n)
 	res := d.run(300, d.lb.DropAll)
 	if res.moved < len(d.clients)*9/10 {
 		t.Errorf("only %d of %d clients reconnected", res.moved, len(d.clients))
