@@ -5,6 +5,21 @@ import (
 	"fmt"
 )
 
+// ParseEnvelope decodes one envelope as sent by a server: the client side of
+// AppendJSON. The envelope owns its memory: it shares nothing with b, which
+// the caller may reuse.
+//
+// Envelopes are decoded by a single-pass decoder written for the envelopes
+// servers send (parseEnvelopeFast); whatever it does not handle simply, and
+// every malformed envelope, is decoded by encoding/json
+// (parseEnvelopeJSON), which defines the behaviour and the errors.
+func ParseEnvelope(b []byte) (*Envelope, error) {
+	if e, ok := parseEnvelopeFast(b); ok {
+		return e, nil
+	}
+	return parseEnvelopeJSON(b)
+}
+
 // wireEnvelope is the JSON form of an envelope, for decoding.
 type wireEnvelope struct {
 	Type    string          `json:"type"`
@@ -20,9 +35,10 @@ type wireEnvelope struct {
 	Delay   int64           `json:"delay"`
 }
 
-// ParseEnvelope decodes one envelope as sent by a server: the client side of
-// AppendJSON.
-func ParseEnvelope(b []byte) (*Envelope, error) {
+// parseEnvelopeJSON is ParseEnvelope done with encoding/json: the reference
+// the fast decoder must agree with (see FuzzParseEnvelopeMatchesEncodingJSON),
+// and its fallback.
+func parseEnvelopeJSON(b []byte) (*Envelope, error) {
 	var w wireEnvelope
 	if err := json.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("notify: malformed envelope: %w", err)
