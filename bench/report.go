@@ -270,6 +270,13 @@ func targets(res *Results) string {
 					r.Subscribers, opt(r.ResumeMaxSec, f2), *r.ResumedAll, r.Correctness.Lost, r.Correctness.Duplicate), ok && r.Subscribers >= 15000)
 		}
 	}
+	for _, r := range filter(res.Results, func(r *Result) bool { return r.Scenario == ScaleOut && r.Transport == WS }) {
+		c := r.Correctness
+		line("4 instances × 18,000 connections, broadcast through Redis: all delivered, lost = 0",
+			fmt.Sprintf("%d instances × %d connections: %d of %d deliveries owed received, lost %d, duplicates %d, reordered %d%s",
+				r.Instances, r.Subscribers/max(r.Instances, 1), c.Delivered, c.Expected, c.Lost, c.Duplicate, c.Reordered, strings.TrimSuffix(" — "+r.Error, " — ")),
+			r.Error == "" && r.Instances >= 4 && r.Subscribers >= 72000 && c.Expected > 0 && c.Delivered == c.Expected && c.Clean())
+	}
 	if n == 0 {
 		return ""
 	}

@@ -256,6 +256,9 @@ func method(cfg Config) []string {
 		"Server cost from /proc/<pid>/stat over the measurement window, of the instances that hold the scenario's clients or take its publishes (idle instances are left out) and of Redis: % of one core, and CPU µs per delivery the clients received in that same window (so a backlog does not distort it); RSS per connection from /proc/<pid>/status. \"deliveries/s (offered)\" counts the deliveries of the messages scheduled in the window, \"received/s\" what the clients received during it: below the offered rate, the system fell behind.",
 		"Bytes on the wire: counted at the client's sockets (both directions, TLS and QUIC framing included): TCP through the HTTP transport's dial hook, QUIC through the http3.Transport Dial hook with a counting net.PacketConn.",
 	}
+	if slices.Contains(cfg.Scenarios, ScaleOut) {
+		m = append(m, scaleMethod(cfg))
+	}
 	if cfg.Quick {
 		m = append(m, "QUICK RUN: every transport of a scenario runs at the same time on one set of servers, with small loads and 1 s windows. It checks the promises; its costs and latencies are shared between transports and not for comparison.")
 	}

@@ -20,6 +20,7 @@ const (
 	Saturation     = "saturation"
 	Unicast        = "unicast"
 	CrossInstance  = "cross-instance"
+	ScaleOut       = "scale-out"
 	Idle           = "idle"
 	SlowConsumers  = "slow-consumers"
 	Failover       = "failover"
@@ -28,7 +29,7 @@ const (
 )
 
 // AllScenarios in run order.
-var AllScenarios = []string{Idle, Broadcast, Saturation, Unicast, CrossInstance, SlowConsumers, Failover, RedisRestart, ReconnectStorm}
+var AllScenarios = []string{Idle, Broadcast, Saturation, Unicast, CrossInstance, ScaleOut, SlowConsumers, Failover, RedisRestart, ReconnectStorm}
 
 var scenarioDesc = map[string]string{
 	Idle:           "N connections held open, nothing published: server memory and CPU per connection, connect rate, idle bytes on the wire.",
@@ -36,6 +37,7 @@ var scenarioDesc = map[string]string{
 	Saturation:     "Broadcast to N subscribers on one instance at a rate beyond what one core of clients takes in: each connection's writes then carry many messages. Server CPU per delivery received, and the throughput (received/s) the transport sustains; latency here is mostly queueing and is not a comparison. The servers keep 20,000 messages of history (--history-size) so that a client dropped as lagged resumes.",
 	Unicast:        "Each user on its own channel (user:<id>) on one instance; messages to random users at a fixed rate.",
 	CrossInstance:  "Unicast with clients spread over every instance, each message published on an instance other than its recipient's: the path through Redis Pub/Sub.",
+	ScaleOut:       "Tens of thousands of connections spread evenly over several instances (the full run: 4 × 18,000), held by several load-generator processes, all on one broadcast channel published on each instance in turn, so every message reaches the other instances through Redis: connect rate, every delivery made (lost, duplicated, reordered), latency, server CPU and memory per connection.",
 	SlowConsumers:  "Broadcast where a share of the clients stop reading: the others must not suffer (latency compared with the fast clients), the slow ones are dropped as lagged and resume without loss once they read again.",
 	Failover:       "Clients spread over the instances, unicast traffic; one instance is killed with SIGKILL mid-run: its clients reconnect to the others and resume.",
 	RedisRestart:   "Unicast traffic across instances; Redis (appendonly yes, appendfsync always) is killed and restarted mid-run: publishes fail meanwhile, nothing acknowledged may be lost.",
@@ -63,6 +65,8 @@ func (r *runner) scenario(ctx context.Context, name string) error {
 	case CrossInstance:
 		n := r.sizes([]int{60}, []int{1000})[0]
 		steps = append(steps, trafficSpec{subs: n, instances: r.cfg.Instances, cross: true, rate: r.pick(200, 10000)})
+	case ScaleOut:
+		return r.scaleOut(ctx)
 	default:
 		return r.faultScenario(ctx, name)
 	}

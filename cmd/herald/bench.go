@@ -24,6 +24,15 @@ func runBench(args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "compare" {
 		return runBenchCompare(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "worker" {
+		// Hidden: a load-generator process of the scale-out scenario,
+		// started by the bench itself (Config.Worker), speaking JSON lines
+		// on stdin and stdout. It stops when its stdin ends.
+		if len(args) != 1 {
+			return errors.New("usage: herald bench worker (started by herald bench, not by hand)")
+		}
+		return bench.RunWorker(context.Background(), os.Stdin, os.Stdout)
+	}
 	if len(args) > 0 && args[0] == "report" {
 		if len(args) != 2 {
 			return errors.New("usage: herald bench report DIR (re-renders DIR/report.md and charts from DIR/results.json)")
@@ -110,6 +119,11 @@ Flags:
 		}
 		cfg.Serve = serve
 	}
+	worker, err := workerCommand()
+	if err != nil {
+		return err
+	}
+	cfg.Worker = worker
 	cfg.Progress = os.Stderr
 	cfg.Log = stdout
 
@@ -143,6 +157,20 @@ func serveCommand() ([]string, error) {
 		return nil, fmt.Errorf("bench: cannot find the herald executable: %w", err)
 	}
 	return []string{exe, "serve"}, nil
+}
+
+// workerCommand is the argv that runs `herald bench worker`: this
+// executable, or the herald of HERALD_BENCH_SERVE (tests: their own
+// binary).
+func workerCommand() ([]string, error) {
+	if f := strings.Fields(os.Getenv(benchServeEnv)); len(f) > 0 {
+		return []string{f[0], "bench", "worker"}, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("bench: cannot find the herald executable: %w", err)
+	}
+	return []string{exe, "bench", "worker"}, nil
 }
 
 func splitList(s string) []string {

@@ -13,11 +13,14 @@ import (
 )
 
 // benchChildEnv makes the test binary behave as the herald command, so
-// that the bench can start it as `herald serve` children.
+// that the bench can start it as `herald serve` children and as `herald
+// bench worker` load-generator processes (scale-out; runBench derives
+// the worker's argv from HERALD_BENCH_SERVE).
 const benchChildEnv = "HERALD_BENCH_TEST_CHILD"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(benchChildEnv) == "1" {
+		// os.Args says which: `serve …` or `bench worker`.
 		main()
 		os.Exit(0)
 	}
