@@ -387,7 +387,10 @@ func cmpF(a, b float64) int {
 	return 0
 }
 
-func spread(lo, hi float64) float64 {
+// spread is how far apart the best and the worst value are, relative to
+// the smaller, whichever order they come in.
+func spread(a, b float64) float64 {
+	lo, hi := min(a, b), max(a, b)
 	if lo <= 0 {
 		return 1
 	}

@@ -54,7 +54,7 @@ it measures servers already running.
 
 Examples:
   herald bench --quick                      # CI: under a minute, fails on any loss
-  herald bench --out bench-results/full     # the full run (about 15 minutes)
+  herald bench --out bench-results/full     # the full run (about 17 minutes)
   herald bench --scenario broadcast --transport ws,h3
   herald bench --quick --redis-cluster 3    # the children on a private 3-master Redis Cluster
   herald bench --redis redis-cluster://10.0.0.7:7000,10.0.0.8:7000   # on a running one
