@@ -49,6 +49,17 @@ type History struct {
 	Last     ID // the channel's last ID (zero if it has none)
 }
 
+// IDAdvancer is implemented by brokers that can move a channel's ID
+// generator forward. After AdvanceIDs(channel, past), every message the
+// channel gets has an ID after past. The hub uses it when a channel ends
+// before a position it delivered (Redis lost the last writes: a failover to
+// a replica that had not received them): without it, new messages could get
+// IDs at or before positions that subscribers keep, and be dropped as
+// already seen.
+type IDAdvancer interface {
+	AdvanceIDs(ctx context.Context, channel string, past ID) error
+}
+
 // Sink receives a channel's live messages from a broker. Deliver must not
 // block. Brokers call Deliver for one channel from one goroutine at a time.
 type Sink interface {

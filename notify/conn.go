@@ -166,8 +166,14 @@ func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 		// future: the broker lost messages this client saw (Redis failed
 		// over to a replica that had not received them, or restarted
 		// without them). The client did nothing wrong; resume from its
-		// position with a gap notice, as the broker's own catch-up does.
-		page, err = History{Gap: true}, nil
+		// position with a gap notice, as the broker's own catch-up does,
+		// after moving the channel's IDs past it so that no new message
+		// gets an ID the client would take for one it has seen.
+		err = nil
+		if a, ok := h.broker.(IDAdvancer); ok {
+			err = a.AdvanceIDs(ctx, req.Channel, since)
+		}
+		page = History{Gap: true}
 	}
 	if err != nil {
 		c.forget(s)

@@ -188,6 +188,20 @@ func (b *MemoryBroker) History(ctx context.Context, channel string, after ID, li
 	return h, nil
 }
 
+// AdvanceIDs implements IDAdvancer: the channel's next IDs come after past.
+func (b *MemoryBroker) AdvanceIDs(ctx context.Context, channel string, past ID) error {
+	if err := ValidateChannel(channel); err != nil {
+		return err
+	}
+	c := b.channel(channel, true)
+	c.mu.Lock()
+	if past.After(c.last) {
+		c.last = past
+	}
+	c.mu.Unlock()
+	return nil
+}
+
 func (b *MemoryBroker) channel(name string, create bool) *memChannel {
 	b.mu.RLock()
 	c := b.channels[name]

@@ -160,6 +160,15 @@ func (b countingBroker) Ping(ctx context.Context) error {
 	return nil
 }
 
+// AdvanceIDs passes notify.IDAdvancer through: the hub finds it by a type
+// assertion, which the wrapper would otherwise hide.
+func (b countingBroker) AdvanceIDs(ctx context.Context, channel string, past notify.ID) error {
+	if a, ok := b.Broker.(notify.IDAdvancer); ok {
+		return a.AdvanceIDs(ctx, channel, past)
+	}
+	return nil
+}
+
 func (b countingBroker) count(n int, err error) {
 	result := "ok"
 	if err != nil {

@@ -290,6 +290,38 @@ return {1, f['last-generated-id'], f['max-deleted-entry-id'], f['recorded-first-
   tonumber(ARGV[2]) > 0 and redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2]) or {}}
 `)
 
+// advanceScript moves a stream's last-generated-id up to ARGV[1] when it is
+// behind it (XSETID; never backwards), so that every ID XADD generates from
+// then on is after ARGV[1]. Returns 1 when it moved it.
+var advanceScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last
+for i = 1, #info, 2 do if info[i] == 'last-generated-id' then last = info[i+1] end end
+local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+local tms, tseq = string.match(ARGV[1], '^(%d+)-(%d+)$')
+lms, lseq, tms, tseq = tonumber(lms), tonumber(lseq), tonumber(tms), tonumber(tseq)
+if tms > lms or (tms == lms and tseq > lseq) then
+  redis.call('XSETID', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+`)
+
+// AdvanceIDs implements notify.IDAdvancer: after it, the channel's stream
+// generates IDs after past. Used when Redis lost writes that were delivered
+// (see catchUp).
+func (b *Broker) AdvanceIDs(ctx context.Context, channel string, past notify.ID) error {
+	if err := notify.ValidateChannel(channel); err != nil {
+		return err
+	}
+	if err := b.run(ctx, advanceScript, []string{b.streamKey(channel)}, past.String()).Err(); err != nil {
+		b.stats.errors.Add(1)
+		return notify.Unavailable("advance ids", err)
+	}
+	return nil
+}
+
 // History implements notify.Broker in one round trip.
 func (b *Broker) History(ctx context.Context, channel string, after notify.ID, limit int) (notify.History, error) {
 	if err := notify.ValidateChannel(channel); err != nil {

@@ -451,6 +451,16 @@ func (b *Broker) catchUp(rc *rchan, gen int) {
 		h, err := b.History(ctx, rc.channel, after, catchUpPage)
 		cancel()
 		unknown := errors.Is(err, notify.ErrUnknownPosition)
+		if unknown {
+			// The stream ends before our position: move its IDs past
+			// it first, so that no message published from now on gets
+			// an ID our subscribers would drop as already seen.
+			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			if aerr := b.AdvanceIDs(ctx, rc.channel, after); aerr != nil {
+				err, unknown = aerr, false // retried below
+			}
+			cancel()
+		}
 		if err != nil && !unknown {
 			failures++
 			if !sleepCtx(b.ctx, backoff(failures)) {
@@ -476,13 +486,14 @@ func (rc *rchan) caughtUp(b *Broker, gen int, after notify.ID, h notify.History,
 		return false // cannot happen while catching; read again to be safe
 	}
 	if unknown {
-		// The stream ends before our position: Redis lost writes we
+		// The stream ended before our position: Redis lost writes we
 		// delivered (a replica promoted before it had them, or a restart
-		// without them). Keep the position: rewinding would deliver again
-		// what the stream still holds. New messages get IDs from the
-		// clock, after ours, and flow on; one published meanwhile with an
-		// ID at or before ours (a promoted replica's clock behind the old
-		// master's) cannot be told from one we saw, so report a gap.
+		// without them). catchUp has moved the stream's IDs past our
+		// position, so new messages flow on after it. Keep the position:
+		// rewinding would deliver again what the stream still holds. A
+		// message published before the move with an ID at or before ours
+		// (a promoted replica's clock behind the old master's) cannot be
+		// told from one we saw: report a gap.
 		h.Gap = true
 	}
 	if h.Gap {
