@@ -226,12 +226,12 @@ func (s *server) metricsHandler() http.Handler {
 }
 
 // debugRoutes are served on --debug-addr only: the Prometheus metrics and
-// Go's profiler, which must not be public.
+// Go's profiler, which must not be public. Not /debug/pprof/cmdline: the
+// command line carries --secret, --api-key and the Redis password.
 func (s *server) debugRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

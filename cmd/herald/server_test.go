@@ -491,6 +491,9 @@ func TestDebugListener(t *testing.T) {
 	if code, body := get(debug + "/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) == 0 {
 		t.Errorf("debug CPU profile: %d, %d bytes", code, len(body))
 	}
+	if code, _ := get(debug + "/debug/pprof/cmdline"); code == http.StatusOK {
+		t.Errorf("the debug listener serves the command line, which holds the secret and API keys")
+	}
 	if code, _ := get(s.url("/debug/pprof/")); code == http.StatusOK {
 		t.Errorf("the profiler is on the public listener")
 	}

@@ -101,15 +101,16 @@ func (c *Client) Read(ctx context.Context) (*notify.Envelope, error) {
 	line := c.pending[0]
 	c.pending[0] = nil
 	c.pending = c.pending[1:]
-	return notify.ParseEnvelope(line) // copies what it keeps: buf is reused
+	e, err := notify.ParseEnvelope(line) // copies what it keeps: buf is reused
+	if len(c.pending) == 0 && cap(c.buf) > keepFrameBuffer {
+		c.buf = nil // do not hold a large frame's buffer while idle
+	}
+	return e, err
 }
 
 // readFrame reads the next message into c.buf (websocket.Conn.Read would
 // allocate a new buffer for every frame).
 func (c *Client) readFrame(ctx context.Context) (websocket.MessageType, []byte, error) {
-	if cap(c.buf) > keepFrameBuffer {
-		c.buf = nil
-	}
 	typ, r, err := c.ws.Reader(ctx)
 	if err != nil {
 		return 0, nil, err
