@@ -202,10 +202,10 @@ func (f *fleet) waitReady(ctx context.Context, a *api, baseOf func(sub *subscrib
 }
 
 // waitDelivered waits until every subscriber has received everything
-// published on its channel, or deliveries made no progress for idle while
-// every client was connected: a backlog still draining, or clients still
-// reconnecting (a QUIC client notices a dead server only at its idle
-// timeout), are waited for, up to ten times idle. What is missing after
+// published on its channel, or deliveries made no progress for 5 s (or
+// idle, if shorter) while every client was connected: a backlog still
+// draining, or clients still reconnecting (a QUIC client notices a dead
+// server only at its idle timeout), are waited for, up to ten times idle. What is missing after
 // that counts as lost. (Publishes that failed are owed too: one refused
 // after Redis stored it is delivered, so a count without them could end the
 // wait while another subscriber still misses a message.)
@@ -214,6 +214,7 @@ func (f *fleet) waitDelivered(p *publisher, idle time.Duration) {
 	for _, s := range f.subs {
 		owed += p.published(s.channel)
 	}
+	stall := min(idle, 5*time.Second)
 	last, lastAt, deadline := f.delivered.Load(), time.Now(), time.Now().Add(10*idle)
 	connected, checked := false, time.Time{}
 	for time.Now().Before(deadline) {
@@ -226,7 +227,7 @@ func (f *fleet) waitDelivered(p *publisher, idle time.Duration) {
 		}
 		if n != last || !connected {
 			last, lastAt = n, time.Now()
-		} else if time.Since(lastAt) > idle {
+		} else if time.Since(lastAt) > stall {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
