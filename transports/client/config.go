@@ -103,11 +103,11 @@ type Config struct {
 	// source address, or route addr (the URL's host:port) elsewhere. It is
 	// given the TLS configuration (TLSConfig with ServerName and ALPN set)
 	// and the QUIC one (a copy of QUICConfig) to dial with, and must pass
-	// both on. It is called once per attempt, never concurrently by one
-	// Client. What it creates besides the connection (a socket, a
-	// quic.Transport) is its to close once the connection's Context is
-	// done: the client closes only the connection. WebSocket and SSE
-	// ignore it.
+	// both on. It is called at least once per attempt (HTTP/3 may dial
+	// again after a failed request), never concurrently by one Client.
+	// What it creates besides the connection (a socket, a quic.Transport)
+	// is its to close once the connection's Context is done: the client
+	// closes every connection it returned. WebSocket and SSE ignore it.
 	DialQUIC func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error)
 	// Header adds request headers (e.g. Origin) to every connection.
 	Header http.Header

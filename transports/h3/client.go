@@ -50,9 +50,10 @@ type DialOptions struct {
 	// (*quic.Transport).DialEarly or quic.DialAddrEarly.
 	//
 	// nil means a UDP socket of the Client's own, closed by Close. With
-	// Dial, Close closes only the connection Dial returned: a socket or
-	// quic.Transport that Dial created is its to close, e.g. once the
-	// connection's Context is done.
+	// Dial, Close closes every connection Dial returned (http3 may dial
+	// again after a failed request and drop the first connection without
+	// closing it): a socket or quic.Transport that Dial created is its to
+	// close, e.g. once the connection's Context is done.
 	Dial func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error)
 	// Header adds request headers (e.g. Origin).
 	Header http.Header
@@ -69,6 +70,7 @@ type DialOptions struct {
 // one client, not many. DialOptions.Dial decides its socket.
 type Client struct {
 	tr     *http3.Transport
+	dialed dialedConns // the connections DialOptions.Dial returned
 	cancel context.CancelFunc // ends the request stream
 	body   io.ReadCloser      // the response: envelopes
 	send   *io.PipeWriter     // the request body: commands; nil if one-way
@@ -90,7 +92,10 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 		return nil, fmt.Errorf("h3: %w", err)
 	}
 
-	c := &Client{tr: &http3.Transport{TLSClientConfig: opts.TLSConfig, Dial: opts.Dial}, sendMu: make(chan struct{}, 1)}
+	c := &Client{tr: &http3.Transport{TLSClientConfig: opts.TLSConfig}, sendMu: make(chan struct{}, 1)}
+	if opts.Dial != nil {
+		c.tr.Dial = c.dialed.wrap(opts.Dial)
+	}
 	if opts.QUICConfig != nil {
 		c.tr.QUICConfig = opts.QUICConfig.Clone() // the transport writes to it
 	}
@@ -277,6 +282,44 @@ func (c *Client) Close() error {
 			_ = c.body.Close()
 		}
 		c.closeErr = c.tr.Close()
+		c.dialed.closeAll()
 	})
 	return c.closeErr
+}
+
+// dialedConns records the connections a Dial hook returned, so that Close
+// closes them all: http3.Transport forgets a connection after a failed
+// request without closing it, and with a hook's socket nothing else would
+// (its keep-alives would hold it open until the server closes it).
+type dialedConns struct {
+	mu     sync.Mutex
+	conns  []*quic.Conn
+	closed bool
+}
+
+func (d *dialedConns) wrap(dial func(context.Context, string, *tls.Config, *quic.Config) (*quic.Conn, error)) func(context.Context, string, *tls.Config, *quic.Config) (*quic.Conn, error) {
+	return func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+		conn, err := dial(ctx, addr, tlsCfg, cfg)
+		if err != nil || conn == nil {
+			return conn, err
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.closed {
+			_ = conn.CloseWithError(0, "")
+			return nil, net.ErrClosed
+		}
+		d.conns = append(d.conns, conn)
+		return conn, nil
+	}
+}
+
+func (d *dialedConns) closeAll() {
+	d.mu.Lock()
+	conns := d.conns
+	d.conns, d.closed = nil, true
+	d.mu.Unlock()
+	for _, conn := range conns {
+		_ = conn.CloseWithError(0, "")
+	}
 }
