@@ -1,15 +1,18 @@
 # The two commands of README.md: `make run` and `make test`.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test deps vet staticcheck unit bench-quick bench bench-memory
+.PHONY: run test deps fmt vet staticcheck unit bench-quick bench bench-memory
 
 run:
 	go run ./cmd/herald serve
 
-test: deps vet staticcheck unit bench-quick
+test: deps fmt vet staticcheck unit bench-quick
 
 deps:
 	@bash .ci/ensure-deps
+
+fmt:
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 vet:
 	go vet ./...

@@ -11,45 +11,9 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/heraldhq/herald/internal/udptest"
 )
-
-// mutableSocket is a UDP socket that counts its bytes and, muted, drops
-// every datagram both ways: the server fell silent (killed, or the path
-// lost). It hides the *net.UDPConn's other methods, so that quic-go uses
-// ReadFrom and WriteTo.
-type mutableSocket struct {
-	net.PacketConn
-	bytes *atomic.Int64
-	muted atomic.Bool
-}
-
-func (s *mutableSocket) SetReadBuffer(n int) error {
-	return s.PacketConn.(*net.UDPConn).SetReadBuffer(n)
-}
-
-func (s *mutableSocket) SetWriteBuffer(n int) error {
-	return s.PacketConn.(*net.UDPConn).SetWriteBuffer(n)
-}
-
-func (s *mutableSocket) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, a, err := s.PacketConn.ReadFrom(p)
-		if err == nil && s.muted.Load() {
-			continue
-		}
-		s.bytes.Add(int64(n))
-		return n, a, err
-	}
-}
-
-func (s *mutableSocket) WriteTo(p []byte, a net.Addr) (int, error) {
-	if s.muted.Load() {
-		return len(p), nil
-	}
-	n, err := s.PacketConn.WriteTo(p, a)
-	s.bytes.Add(int64(n))
-	return n, err
-}
 
 // quicDialer is a Config.DialQUIC that dials every connection on a socket
 // of its own, closed when the connection ends, and records what it was
@@ -57,9 +21,9 @@ func (s *mutableSocket) WriteTo(p []byte, a net.Addr) (int, error) {
 type quicDialer struct {
 	bytes   atomic.Int64 // on every socket, both ways
 	mu      sync.Mutex
-	cfgs    []*quic.Config   // guarded by mu: the config of every call
-	sockets []*mutableSocket // guarded by mu
-	open    sync.WaitGroup   // sockets not closed yet
+	cfgs    []*quic.Config    // guarded by mu: the config of every call
+	sockets []*udptest.Socket // guarded by mu
+	open    sync.WaitGroup    // sockets not closed yet
 }
 
 func (d *quicDialer) dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
@@ -71,7 +35,7 @@ func (d *quicDialer) dial(ctx context.Context, addr string, tlsCfg *tls.Config, 
 	if err != nil {
 		return nil, err
 	}
-	sock := &mutableSocket{PacketConn: udp, bytes: &d.bytes}
+	sock := &udptest.Socket{PacketConn: udp, Shared: &d.bytes}
 	d.mu.Lock()
 	d.cfgs = append(d.cfgs, cfg)
 	d.sockets = append(d.sockets, sock)
@@ -105,7 +69,7 @@ func (d *quicDialer) config(i int) *quic.Config {
 	return d.cfgs[i]
 }
 
-func (d *quicDialer) socket(i int) *mutableSocket {
+func (d *quicDialer) socket(i int) *udptest.Socket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.sockets[i]
@@ -211,7 +175,7 @@ func TestQUICIdleTimeoutReconnects(t *testing.T) {
 		t.Fatalf("got message %d; want 1", n)
 	}
 
-	d.socket(0).muted.Store(true)
+	d.socket(0).Muted.Store(true)
 	muted := time.Now()
 	s.publish("news", 2) // lost on the silent path
 	down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))

@@ -70,7 +70,7 @@ type DialOptions struct {
 // one client, not many. DialOptions.Dial decides its socket.
 type Client struct {
 	tr     *http3.Transport
-	dialed dialedConns // the connections DialOptions.Dial returned
+	dialed dialedConns        // the connections DialOptions.Dial returned
 	cancel context.CancelFunc // ends the request stream
 	body   io.ReadCloser      // the response: envelopes
 	send   *io.PipeWriter     // the request body: commands; nil if one-way

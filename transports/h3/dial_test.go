@@ -13,46 +13,9 @@ import (
 	"github.com/heraldhq/herald/transports/h3"
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/quic-go/quic-go"
+
+	"github.com/heraldhq/herald/internal/udptest"
 )
-
-// countingSocket is a UDP socket that counts its datagrams and bytes and,
-// muted, drops every datagram both ways, as a dead path would.
-// It hides the *net.UDPConn's other methods, so that quic-go uses
-// ReadFrom and WriteTo.
-type countingSocket struct {
-	net.PacketConn
-	sent, recv atomic.Int64
-	muted      atomic.Bool
-}
-
-// SetReadBuffer and SetWriteBuffer let quic-go size the socket's buffers.
-func (s *countingSocket) SetReadBuffer(n int) error {
-	return s.PacketConn.(*net.UDPConn).SetReadBuffer(n)
-}
-
-func (s *countingSocket) SetWriteBuffer(n int) error {
-	return s.PacketConn.(*net.UDPConn).SetWriteBuffer(n)
-}
-
-func (s *countingSocket) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, a, err := s.PacketConn.ReadFrom(p)
-		if err == nil && s.muted.Load() {
-			continue
-		}
-		s.recv.Add(int64(n))
-		return n, a, err
-	}
-}
-
-func (s *countingSocket) WriteTo(p []byte, a net.Addr) (int, error) {
-	if s.muted.Load() {
-		return len(p), nil
-	}
-	n, err := s.PacketConn.WriteTo(p, a)
-	s.sent.Add(int64(n))
-	return n, err
-}
 
 // hook is a DialOptions.Dial that records its calls and dials on a
 // counting socket of its own, to target when set (else addr), closing
@@ -63,7 +26,7 @@ type hook struct {
 	addr   atomic.Value // string: the last addr asked for
 	cfg    atomic.Pointer[quic.Config]
 	tls    atomic.Pointer[tls.Config]
-	sock   atomic.Pointer[countingSocket]
+	sock   atomic.Pointer[udptest.Socket]
 	closed chan struct{} // closed once the socket is
 }
 
@@ -85,7 +48,7 @@ func (h *hook) dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *q
 	if err != nil {
 		return nil, err
 	}
-	sock := &countingSocket{PacketConn: udp}
+	sock := &udptest.Socket{PacketConn: udp}
 	h.sock.Store(sock)
 	tr := &quic.Transport{Conn: sock}
 	conn, err := tr.DialEarly(ctx, raddr, tlsCfg, cfg)
@@ -144,8 +107,8 @@ func TestDialHook(t *testing.T) {
 		t.Errorf("hook got server name %q, ALPN %q", tc.ServerName, tc.NextProtos)
 	}
 	sock := h.sock.Load()
-	if sock.sent.Load() == 0 || sock.recv.Load() == 0 {
-		t.Errorf("the hook's socket carried %d bytes out, %d in; want the stream's", sock.sent.Load(), sock.recv.Load())
+	if sock.Sent.Load() == 0 || sock.Recv.Load() == 0 {
+		t.Errorf("the hook's socket carried %d bytes out, %d in; want the stream's", sock.Sent.Load(), sock.Recv.Load())
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -185,7 +148,7 @@ func TestIdleTimeoutFindsDeadServer(t *testing.T) {
 	})
 	expect(t, c, notify.TypeSubscribed, "user:bob")
 	expect(t, c, notify.TypeSubscribed, "news")
-	h.sock.Load().muted.Store(true)
+	h.sock.Load().Muted.Store(true)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
