@@ -19,15 +19,20 @@ const (
 	writeBufferSize = 2048
 )
 
-// leanHijacker gives websocket.Accept smaller buffers than net/http's.
+// leanHijacker gives websocket.Accept smaller buffers than net/http's, and
+// keeps the hijacked connection in *conn (for write deadlines).
 type leanHijacker struct {
 	http.ResponseWriter
+	conn *net.Conn
 }
 
 func (l leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(l.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
+	}
+	if l.conn != nil {
+		*l.conn = conn
 	}
 	if err := brw.Writer.Flush(); err != nil {
 		_ = conn.Close()

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -41,7 +43,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, err)
 		return
 	}
-	ws, err := websocket.Accept(leanHijacker{w}, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(leanHijacker{ResponseWriter: w, conn: &c.nc}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the origin was checked above, with our patterns
 		CompressionMode:    websocket.CompressionDisabled,
 		// Chosen when offered: a client that sends its token as the
@@ -69,6 +71,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type conn struct {
 	h         *Handler
 	heartbeat *time.Timer
+	nc        net.Conn // the hijacked connection; set by Accept, before the writer runs
 
 	mu      sync.Mutex
 	ws      *websocket.Conn // nil until the upgrade; guarded by mu
@@ -160,15 +163,19 @@ func (c *conn) writeBatch(buf *writeBuf) bool {
 	return ok
 }
 
+// write writes one frame within the write timeout. The timeout is a
+// deadline on the connection, cleared after the write (other writers — the
+// heartbeat's ping, the library's pongs — bound their own): a context with
+// a timeout costs a timer, an allocation and an AfterFunc per write.
 func (c *conn) write(frame []byte) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
-	err := c.ws.Write(ctx, websocket.MessageText, frame)
-	cancel()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
+	err := c.ws.Write(context.Background(), websocket.MessageText, frame)
+	_ = c.nc.SetWriteDeadline(time.Time{})
 	if err != nil {
-		// A write that timed out has closed the connection: the client
-		// does not read. Other errors: the client is gone.
+		// A write that timed out: the client does not read. Other
+		// errors: the client is gone.
 		reason := notify.ErrClosed
-		if errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
 			reason = notify.ErrLagged
 		}
 		c.sess.Close(reason)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,8 +20,9 @@ import (
 // client reads and discards everything.
 func serverConn(tb testing.TB) *conn {
 	accepted := make(chan *websocket.Conn, 1)
+	var nc net.Conn
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(leanHijacker{w}, r, nil)
+		c, err := websocket.Accept(leanHijacker{ResponseWriter: w, conn: &nc}, r, nil)
 		if err != nil {
 			tb.Error(err)
 			return
@@ -47,7 +49,7 @@ func serverConn(tb testing.TB) *conn {
 	tb.Cleanup(func() { _ = client.CloseNow() })
 	ws := <-accepted
 	tb.Cleanup(func() { _ = ws.CloseNow() })
-	return &conn{h: &Handler{cfg: wire.Config{WriteTimeout: 10 * time.Second}}, ws: ws}
+	return &conn{h: &Handler{cfg: wire.Config{WriteTimeout: 10 * time.Second}}, ws: ws, nc: nc}
 }
 
 func batchOf(n int) *writeBuf {
