@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"github.com/heraldhq/herald/notify"
@@ -39,6 +41,11 @@ type Client struct {
 	ws      *websocket.Conn
 	buf     []byte   // the last frame, reused; owned by Read
 	pending [][]byte // lines of buf not yet returned; owned by Read
+
+	reading  atomic.Bool // a frame is being read (ctx's end closes the connection only then)
+	mu       sync.Mutex
+	readCtx  context.Context // the context Read watches; guarded by mu
+	stopRead func() bool     // stops watching it; guarded by mu
 }
 
 // keepFrameBuffer is the largest frame buffer a Client keeps between reads.
@@ -110,9 +117,25 @@ func (c *Client) Read(ctx context.Context) (*notify.Envelope, error) {
 
 // readFrame reads the next message into c.buf (websocket.Conn.Read would
 // allocate a new buffer for every frame).
+//
+// A reader given a cancellable context makes the library register and stop
+// a context.AfterFunc for every frame (a sixth of a busy client's CPU).
+// Instead, ctx is watched once, for as long as Read is given the same one:
+// when it ends during a read, the connection is closed — what the library
+// does too — and Read returns ctx's error. It ending between reads (a
+// context per call, cancelled after it) closes nothing.
 func (c *Client) readFrame(ctx context.Context) (websocket.MessageType, []byte, error) {
-	typ, r, err := c.ws.Reader(ctx)
+	c.watch(ctx)
+	c.reading.Store(true)
+	defer c.reading.Store(false)
+	if err := ctx.Err(); err != nil {
+		return 0, nil, err
+	}
+	typ, r, err := c.ws.Reader(context.Background())
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0, nil, ctx.Err()
+		}
 		return 0, nil, err
 	}
 	b := c.buf[:0]
@@ -126,11 +149,49 @@ func (c *Client) readFrame(ctx context.Context) (websocket.MessageType, []byte, 
 			break
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return 0, nil, ctx.Err()
+			}
 			return 0, nil, err
 		}
 	}
 	c.buf = b
 	return typ, b, nil
+}
+
+// watch closes the connection when ctx ends, registering once per context.
+func (c *Client) watch(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readCtx == ctx {
+		return
+	}
+	if c.stopRead != nil {
+		c.stopRead()
+	}
+	c.readCtx, c.stopRead = ctx, nil
+	if ctx.Done() != nil {
+		c.stopRead = context.AfterFunc(ctx, func() {
+			// It runs on a goroutine of its own, maybe late: act only
+			// if ctx is still the one a read in progress was given.
+			c.mu.Lock()
+			current := c.readCtx == ctx && c.reading.Load()
+			c.mu.Unlock()
+			if current {
+				_ = c.ws.CloseNow()
+			}
+		})
+	}
+}
+
+// unwatch stops watching Read's context (the connection is closing).
+func (c *Client) unwatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopRead != nil {
+		c.stopRead()
+	}
+	c.readCtx, c.stopRead = nil, nil
 }
 
 // Send sends a command.
@@ -168,10 +229,16 @@ func (c *Client) Publish(ctx context.Context, channel, event string, data json.R
 }
 
 // Close closes the connection normally.
-func (c *Client) Close() error { return c.ws.Close(websocket.StatusNormalClosure, "") }
+func (c *Client) Close() error {
+	c.unwatch()
+	return c.ws.Close(websocket.StatusNormalClosure, "")
+}
 
 // CloseNow drops the connection without a close handshake.
-func (c *Client) CloseNow() error { return c.ws.CloseNow() }
+func (c *Client) CloseNow() error {
+	c.unwatch()
+	return c.ws.CloseNow()
+}
 
 // CloseError is how the server ended the connection.
 type CloseError struct {
