@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -70,6 +71,7 @@ Flags:
 		targets, tlsTargets        listFlag
 		serverCPUs, loadCPUs       string
 		noPin                      bool
+		cpuProfile                 string
 	)
 	fs.StringVar(&out, "out", "", "output directory (default bench-results/<date-time>)")
 	fs.BoolVar(&cfg.Quick, "quick", false, "CI run: small loads, under a minute; exits non-zero if any message is lost, duplicated or reordered")
@@ -86,6 +88,7 @@ Flags:
 	fs.BoolVar(&noPin, "no-pin", false, "do not pin processes to CPUs")
 	fs.IntVar(&cfg.SourceAddrs, "source-addrs", 4, "loopback source addresses to spread client connections over")
 	fs.IntVar(&cfg.RedisCluster, "redis-cluster", 0, "start a Redis Cluster of this many masters (at least 3, no replicas; needs redis-cli) instead of one redis-server")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's CPU profile (the bench process, not the servers: see herald serve --debug-addr) to this file")
 	fs.StringVar(&cfg.Redis, "redis", "", "use this running Redis (redis://host:port/db) or Redis Cluster (redis-cluster://host1:port1,host2:port2,…) for the children instead of starting one; skips redis-restart")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -126,6 +129,17 @@ Flags:
 	cfg.Worker = worker
 	cfg.Progress = os.Stderr
 	cfg.Log = stdout
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -83,4 +83,13 @@ func TestBenchFlagErrors(t *testing.T) {
 			t.Errorf("runBench(%q) succeeded", args)
 		}
 	}
+	// A profile that cannot be written fails before anything starts.
+	dir := filepath.Join(t.TempDir(), "never")
+	err := runBench([]string{"--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "cpu.prof"), "--out", dir}, &out)
+	if err == nil || !strings.Contains(err.Error(), "--cpuprofile") {
+		t.Errorf("unwritable --cpuprofile: %v; want a --cpuprofile error", err)
+	}
+	if _, statErr := os.Stat(dir); !os.IsNotExist(statErr) {
+		t.Errorf("a failed --cpuprofile left %s behind", dir)
+	}
 }
