@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/internal/freeport"
 )
 
 // process is a child process owned by the bench.
@@ -33,21 +34,16 @@ type process struct {
 // (through taskset, so that every thread inherits it from the start), with
 // its output appended to logPath.
 func startProcess(name, logPath, cpus string, argv []string, stderr io.Writer) (*process, error) {
-	if cpus != "" {
-		argv = append([]string{"taskset", "-c", cpus}, argv...)
-	}
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := childCommand(argv, cpus)
 	cmd.Stdout = log
 	cmd.Stderr = log
 	if stderr != nil {
 		cmd.Stderr = stderr
 	}
-	// Should the bench die without tearing down, its children die too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -59,6 +55,20 @@ func startProcess(name, logPath, cpus string, argv []string, stderr io.Writer) (
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// childCommand is argv as a child of the bench: pinned to the CPU list cpus
+// when it is set (through taskset, so that every thread inherits it from
+// the start), killed should the bench die without tearing down, and in a
+// process group of its own (a terminal's ^C goes to the bench, which stops
+// its children in order).
+func childCommand(argv []string, cpus string) *exec.Cmd {
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	return cmd
 }
 
 func (p *process) pid() int { return p.cmd.Process.Pid }
@@ -151,7 +161,11 @@ func startCluster(ctx context.Context, cfg clusterConfig, secret, apiKey string)
 			// Redis Cluster's bus listens on port+10000: both must be free,
 			// and below the ephemeral range, where a client socket cannot
 			// take the port while the node restarts.
-			port, err := clusterPort(c.redis)
+			var taken []int
+			for _, n := range c.redis {
+				taken = append(taken, n.port)
+			}
+			port, err := freeport.BelowEphemeral(taken...)
 			if err != nil {
 				return nil, err
 			}
@@ -159,7 +173,9 @@ func startCluster(ctx context.Context, cfg clusterConfig, secret, apiKey string)
 				log: filepath.Join(cfg.Dir, fmt.Sprintf("redis-%d.log", i))})
 		}
 	default:
-		port, err := freePort()
+		// Below the ephemeral range too: redis-restart restarts it on
+		// this port.
+		port, err := freeport.BelowEphemeral()
 		if err != nil {
 			return nil, err
 		}
@@ -484,57 +500,4 @@ func (c *cluster) serverPids() []int {
 		}
 	}
 	return pids
-}
-
-// clusterPort picks a free port for a Redis Cluster node below the
-// kernel's ephemeral range, whose bus port (+10000) is free and below it
-// too, and that no node in taken uses.
-func clusterPort(taken []*redisNode) (int, error) {
-	lo, hi := 10000, ephemeralLow()-10000
-	if hi <= lo {
-		return 0, fmt.Errorf("no port range below the ephemeral ports (%d) for Redis Cluster nodes", ephemeralLow())
-	}
-next:
-	for attempt := 0; attempt < 200; attempt++ {
-		port := lo + mrand.IntN(hi-lo)
-		for _, n := range taken {
-			if d := port - n.port; d == 0 || d == 10000 || d == -10000 {
-				continue next
-			}
-		}
-		if portFree(port) && portFree(port+10000) {
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port pair for a Redis Cluster node")
-}
-
-func portFree(port int) bool {
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		return false
-	}
-	_ = l.Close()
-	return true
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range.
-func ephemeralLow() int {
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				return n
-			}
-		}
-	}
-	return 32768
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -558,18 +557,12 @@ type workerProc struct {
 // taskset, as the servers are), its stderr appended to logPath, and sends
 // it its config.
 func startWorker(argv []string, idx int, cpus, logPath string, cfg *workerConfig) (*workerProc, error) {
-	if cpus != "" {
-		argv = append([]string{"taskset", "-c", cpus}, argv...)
-	}
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := childCommand(argv, cpus)
 	cmd.Stderr = log
-	// Should the bench die, its workers die too; and a terminal's ^C goes
-	// to the bench, which stops them (their own process group).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		log.Close()

@@ -9,21 +9,19 @@ package redistest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/internal/freeport"
 )
 
 // Server is a redis-server process owned by a test.
@@ -68,7 +66,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = freeport.BelowEphemeral(); err != nil {
 			continue
 		}
 		if err = s.start(); err == nil {
@@ -192,47 +190,6 @@ func (s *Server) start() error {
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
 	return nil
-}
-
-// freePort picks a free port below the kernel's ephemeral range, whose bus
-// port (+10000, for Redis Cluster) is free and below it too. A port the
-// kernel hands out for outgoing connections (what listening on :0 returns)
-// can be taken by any client socket while a server is down, and then a
-// restart on the same port fails.
-func freePort() (int, error) {
-	lo, hi := 10000, ephemeralLow()-10000
-	if hi <= lo {
-		return 0, fmt.Errorf("no port range below the ephemeral ports (%d)", ephemeralLow())
-	}
-	for attempt := 0; attempt < 100; attempt++ {
-		port := lo + rand.IntN(hi-lo)
-		if portFree(port) && portFree(port+10000) {
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port found")
-}
-
-func portFree(port int) bool {
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		return false
-	}
-	_ = l.Close()
-	return true
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				return n
-			}
-		}
-	}
-	return 32768
 }
 
 func tail(b []byte) string {
