@@ -263,12 +263,7 @@ func (b *Broker) move(src *shard, name, owner string) {
 	if err != nil {
 		return
 	}
-	src.mu.Lock()
-	delete(src.chans, name)
-	delete(src.orphans, name)
-	src.pinned = src.pinned && len(src.chans) > 0
-	ps := src.ps
-	src.mu.Unlock()
+	ps := src.drop(name)
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.HealthCheck)
 	defer cancel()
 	if ps != nil {

@@ -250,12 +250,7 @@ func (b *Broker) Unsubscribe(ctx context.Context, channel string, sink notify.Si
 	if !empty {
 		return nil
 	}
-	s.mu.Lock()
-	delete(s.chans, name)
-	delete(s.orphans, name)
-	s.pinned = s.pinned && len(s.chans) > 0
-	ps := s.ps
-	s.mu.Unlock()
+	ps := s.drop(name)
 	b.unclaim(name, s)
 	if ps == nil {
 		return nil
@@ -377,6 +372,17 @@ func (s *shard) replace() {
 		}
 		cancel()
 	}
+}
+
+// drop removes channel name from the shard and returns the shard's Pub/Sub
+// connection (nil if it has none), to unsubscribe it there.
+func (s *shard) drop(name string) *redis.PubSub {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.chans, name)
+	delete(s.orphans, name)
+	s.pinned = s.pinned && len(s.chans) > 0
+	return s.ps
 }
 
 func (s *shard) onMessage(m *redis.Message) {
