@@ -15,27 +15,26 @@ const maxClockSkew = time.Minute
 
 // ConnOptions configures a connection made by Hub.Connect.
 type ConnOptions struct {
-	// Wake, if set, is called each time the queue goes
-	// from empty to non-empty, and when the connection closes. It runs on
-	// the dispatching goroutine: it must not block nor call back into the
-	// Conn (start or nudge the writer, nothing more). Without Wake the
-	// connection signals Ready instead.
+	// Wake is called each time the queue goes from empty to non-empty, and
+	// when the connection closes: the connection's writer then drains it.
+	// It runs on the dispatching goroutine: it must not block nor call
+	// back into the Conn (start or nudge the writer, nothing more). A
+	// connection without Wake is drained by polling (tests).
 	Wake func()
 }
 
 // Conn is one client connection registered with a hub: its subscriptions and
 // its bounded outgoing queue. The transport that owns it reads commands,
-// calls Subscribe/Unsubscribe/Send, and runs a writer that waits for Ready
-// (or Wake) and writes what Drain returns. It must call Close when the
-// connection ends.
+// calls Subscribe/Unsubscribe/Send, and runs a writer that Wake starts and
+// that writes what Drain returns. It must call Close when the connection
+// ends.
 //
 // All methods are safe for concurrent use.
 type Conn struct {
-	hub   *Hub
-	user  string
-	wake  func()        // immutable
-	ready chan struct{} // capacity 1; signalled when wake is nil
-	done  chan struct{} // closed by closeLocked
+	hub  *Hub
+	user string
+	wake func()        // immutable; may be nil
+	done chan struct{} // closed by closeLocked
 
 	mu        sync.Mutex
 	q         ring                     // guarded by mu
@@ -62,10 +61,6 @@ type subscription struct {
 // User returns the user the connection was made for ("" if anonymous).
 func (c *Conn) User() string { return c.user }
 
-// Ready is signalled when the queue goes from empty to non-empty (only when
-// ConnOptions.Wake is nil).
-func (c *Conn) Ready() <-chan struct{} { return c.ready }
-
 // Done is closed when the connection is closed, by Close or by the hub (a
 // lagging connection, a hub shutdown).
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -90,7 +85,7 @@ func (c *Conn) Channels() []string {
 }
 
 // Drain appends everything queued to dst, oldest first, and returns it. A
-// writer calls it after Ready and writes the whole batch at once.
+// writer calls it when woken and writes the whole batch at once.
 func (c *Conn) Drain(dst []*Envelope) []*Envelope {
 	c.mu.Lock()
 	dst = c.q.popAll(dst)
@@ -302,8 +297,8 @@ func (c *Conn) closeLocked(reason error) []*subscription {
 		return nil
 	}
 	c.closed, c.err = true, reason
-	if errors.Is(reason, ErrLagged) {
-		c.hub.stats.lagged.Add(1)
+	if r := ReasonOf(reason); r != DropNone {
+		c.hub.stats.dropped[r].Add(1)
 	}
 	subs := make([]*subscription, 0, len(c.subs))
 	for _, s := range c.subs {
@@ -324,7 +319,7 @@ func (c *Conn) closeLocked(reason error) []*subscription {
 // c.mu held, from delivery paths that must not block: it unlocks c.mu and
 // leaves the clean-up to a goroutine.
 func (c *Conn) lagLocked() {
-	subs := c.closeLocked(ErrLagged)
+	subs := c.closeLocked(Dropped(DropQueueOverflow))
 	c.mu.Unlock()
 	if subs != nil {
 		go c.hub.afterClose(c, subs)
@@ -450,10 +445,5 @@ func (c *Conn) enqueueWait(ctx context.Context, e *Envelope) error {
 func (c *Conn) signal() {
 	if c.wake != nil {
 		c.wake()
-		return
-	}
-	select {
-	case c.ready <- struct{}{}:
-	default:
 	}
 }

@@ -111,7 +111,7 @@ type userShard struct {
 
 type hubStats struct {
 	delivered atomic.Uint64
-	lagged    atomic.Uint64
+	dropped   [dropReasons]atomic.Uint64
 }
 
 // HubStats are a hub's counters and gauges.
@@ -119,7 +119,15 @@ type HubStats struct {
 	Connections int    // open connections
 	Channels    int    // channels with a broker subscription
 	Delivered   uint64 // messages queued to subscribers, in total
-	Lagged      uint64 // connections closed as lagging (queue overflow, or a transport's write timeout)
+	// Dropped counts the connections the server closed, by reason (index
+	// DropReason; DropNone stays zero).
+	Dropped [dropReasons]uint64
+}
+
+// Lagged is how many connections were closed for falling behind: their
+// queue overflowed or a write to them timed out.
+func (s HubStats) Lagged() uint64 {
+	return s.Dropped[DropQueueOverflow] + s.Dropped[DropWriteTimeout]
 }
 
 // NewHub returns a hub delivering the messages of broker.
@@ -150,9 +158,6 @@ func (h *Hub) Connect(user string, opts ConnOptions) (*Conn, error) {
 		}
 	}
 	c := &Conn{hub: h, user: user, wake: opts.Wake, done: make(chan struct{}), subs: make(map[string]*subscription)}
-	if c.wake == nil {
-		c.ready = make(chan struct{}, 1)
-	}
 	us := &h.users[shardIndex(user, userShards)]
 	us.mu.Lock()
 	defer us.mu.Unlock()
@@ -201,7 +206,10 @@ func (h *Hub) Conns() []*Conn {
 
 // Stats returns the hub's current counters.
 func (h *Hub) Stats() HubStats {
-	st := HubStats{Delivered: h.stats.delivered.Load(), Lagged: h.stats.lagged.Load()}
+	st := HubStats{Delivered: h.stats.delivered.Load()}
+	for r := range st.Dropped {
+		st.Dropped[r] = h.stats.dropped[r].Load()
+	}
 	for i := range h.users {
 		us := &h.users[i]
 		us.mu.Lock()

@@ -20,7 +20,8 @@ func newMemHub(t *testing.T, cfg notify.HubConfig) (*notify.MemoryBroker, *notif
 func TestConnLimits(t *testing.T) {
 	_, h := newMemHub(t, notify.HubConfig{MaxChannels: 2, MaxConnsPerUser: 2})
 	ctx := context.Background()
-	c1, err := h.Connect("42", notify.ConnOptions{})
+	wake, ready := brokertest.Wakeup()
+	c1, err := h.Connect("42", notify.ConnOptions{Wake: wake})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestConnLimits(t *testing.T) {
 			t.Errorf("Connect(%q): err = %v; want invalid_user", bad, err)
 		}
 	}
-	cl := brokertest.Drain(t, c1)
+	cl := brokertest.Drain(t, c1, ready)
 	cl.Subscribe(t, "a", "")
 	if err := c1.Subscribe(ctx, notify.SubscribeRequest{Channel: "a"}); !errors.Is(err, notify.ErrAlreadySubscribed) {
 		t.Fatalf("second subscribe to a: err = %v; want already_subscribed", err)
@@ -177,8 +178,9 @@ func TestLingerKeepsBrokerSubscriptionBriefly(t *testing.T) {
 // User channels are ordinary channels named user:<id>.
 func TestUserChannel(t *testing.T) {
 	b, h := newMemHub(t, notify.HubConfig{})
-	c, _ := h.Connect("42", notify.ConnOptions{})
-	cl := brokertest.Drain(t, c)
+	wake, ready := brokertest.Wakeup()
+	c, _ := h.Connect("42", notify.ConnOptions{Wake: wake})
+	cl := brokertest.Drain(t, c, ready)
 	cl.Subscribe(t, notify.UserChannel("42"), "")
 	brokertest.Publish(t, context.Background(), b, "user:42", 1)
 	cl.WaitMessages(t, "user:42", 1, 5*time.Second)

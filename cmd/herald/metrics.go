@@ -71,11 +71,29 @@ func (m *metrics) watchHub(hub *notify.Hub) {
 	m.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_hub_deliveries_total", Help: "Messages queued to local subscribers."},
 			hubStat(func(s notify.HubStats) float64 { return float64(s.Delivered) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_queue_overflows_total", Help: "Connections closed as lagging (queue overflow or write timeout)."},
-			hubStat(func(s notify.HubStats) float64 { return float64(s.Lagged) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_queue_overflows_total", Help: "Connections closed because their queue overflowed (also in herald_connections_dropped_total)."},
+			hubStat(func(s notify.HubStats) float64 { return float64(s.Dropped[notify.DropQueueOverflow]) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_channels", Help: "Channels with a broker subscription on this instance."},
 			hubStat(func(s notify.HubStats) float64 { return float64(s.Channels) })),
+		dropCollector{hub},
 	)
+}
+
+// dropCollector exports the hub's drop counters, one series per reason,
+// read at scrape time.
+type dropCollector struct{ hub *notify.Hub }
+
+var dropDesc = prometheus.NewDesc("herald_connections_dropped_total",
+	"Connections the server closed, by reason: queue_overflow and write_timeout (the client was told lagged), heartbeat_timeout (no answer to a heartbeat: a dead peer), reconnect_advice (a drain's advice written), shutdown, unavailable (the broker failed).",
+	[]string{"reason"}, nil)
+
+func (dropCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dropDesc }
+
+func (c dropCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.hub.Stats()
+	for _, r := range notify.DropReasons() {
+		ch <- prometheus.MustNewConstMetric(dropDesc, prometheus.CounterValue, float64(st.Dropped[r]), r.String())
+	}
 }
 
 // watchRedis registers the Redis broker's counters.

@@ -15,6 +15,8 @@ import (
 type Client struct {
 	Conn *notify.Conn
 
+	ready <-chan struct{} // the Conn's wake-ups; nil: poll
+
 	stop  chan struct{} // closed by Close
 	nudge chan struct{} // capacity 1: re-read the draining flag
 	done  chan struct{}
@@ -29,16 +31,30 @@ type Client struct {
 // Connect registers an anonymous connection on h and starts draining it.
 func Connect(t testing.TB, h *notify.Hub) *Client {
 	t.Helper()
-	c, err := h.Connect("", notify.ConnOptions{})
+	wake, ready := Wakeup()
+	c, err := h.Connect("", notify.ConnOptions{Wake: wake})
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	return Drain(t, c)
+	return Drain(t, c, ready)
 }
 
-// Drain starts draining c. The client is closed when t ends.
-func Drain(t testing.TB, c *notify.Conn) *Client {
-	cl := &Client{Conn: c, stop: make(chan struct{}), nudge: make(chan struct{}, 1), done: make(chan struct{}), changed: make(chan struct{}), draining: true}
+// Wakeup returns a notify.ConnOptions.Wake function and the channel it
+// signals (capacity 1: a wake-up is never lost, several coalesce).
+func Wakeup() (wake func(), ready <-chan struct{}) {
+	ch := make(chan struct{}, 1)
+	return func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}, ch
+}
+
+// Drain starts draining c, woken by ready (see Wakeup; nil: it polls). The
+// client is closed when t ends.
+func Drain(t testing.TB, c *notify.Conn, ready <-chan struct{}) *Client {
+	cl := &Client{Conn: c, ready: ready, stop: make(chan struct{}), nudge: make(chan struct{}, 1), done: make(chan struct{}), changed: make(chan struct{}), draining: true}
 	go cl.run()
 	t.Cleanup(cl.Close)
 	return cl
@@ -63,7 +79,7 @@ func (cl *Client) run() {
 	var batch []*notify.Envelope
 	for {
 		select {
-		case <-cl.Conn.Ready():
+		case <-cl.ready:
 		case <-cl.Conn.Done():
 		case <-cl.nudge:
 		case <-cl.stop:

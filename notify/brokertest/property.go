@@ -97,7 +97,7 @@ func testRandomizedResume(t *testing.T, backend Backend) {
 	}
 	lagged := uint64(0)
 	for _, h := range hubs {
-		lagged += h.Stats().Lagged
+		lagged += h.Stats().Lagged()
 	}
 	t.Logf("%d subscribers × %d channels, %d messages; reconnects per subscriber %v; lagged disconnects %d",
 		subscribers, len(channels), publishers*perPublisher, rounds, lagged)
@@ -128,7 +128,8 @@ func resumingSubscriber(t *testing.T, ctx context.Context, seed uint64, hubs []*
 			t.Errorf("subscriber %d not caught up after 60s: at %v", seed, pos)
 			return got, round
 		}
-		c, err := hubs[rng.IntN(len(hubs))].Connect("", notify.ConnOptions{})
+		wake, ready := Wakeup()
+		c, err := hubs[rng.IntN(len(hubs))].Connect("", notify.ConnOptions{Wake: wake})
 		if err != nil {
 			t.Errorf("connect: %v", err)
 			return got, round
@@ -150,7 +151,7 @@ func resumingSubscriber(t *testing.T, ctx context.Context, seed uint64, hubs []*
 					time.Sleep(3 * time.Millisecond)
 				}
 				select {
-				case <-c.Ready():
+				case <-ready:
 				case <-c.Done():
 				case <-stop:
 					return
@@ -264,8 +265,8 @@ func testStalledSubscriber(t *testing.T, backend Backend) {
 	if worst > 5*time.Second {
 		t.Fatalf("fast subscribers waited up to %v", worst)
 	}
-	if n := h.Stats().Lagged; n != 1 {
-		t.Fatalf("hub counted %d lagged connections; want 1", n)
+	if st := h.Stats(); st.Dropped[notify.DropQueueOverflow] != 1 || st.Lagged() != 1 {
+		t.Fatalf("hub counted %d queue overflows, %d lagged connections; want 1 and 1", st.Dropped[notify.DropQueueOverflow], st.Lagged())
 	}
 	// The stalled client resumes from what it had (nothing) and gets
 	// everything exactly once.

@@ -82,7 +82,7 @@ func BenchmarkBroadcast(b *testing.B, tr Transport, subscribers, maxBatch int) {
 		b.Fatalf("client: %v", err)
 	default:
 	}
-	if lagged := hub.Stats().Lagged; lagged > 0 {
+	if lagged := hub.Stats().Lagged(); lagged > 0 {
 		b.Fatalf("%d clients lagged", lagged)
 	}
 	b.ReportMetric(float64(subscribers)*float64(b.N)/elapsed.Seconds(), "deliveries/s")

@@ -423,8 +423,9 @@ func testStalled(t *testing.T, tr Transport) {
 	// dropped (its socket is full); the server must drop it as lagging,
 	// and the client sees its connection end.
 	e.waitUserConns("bob", 0, 30*time.Second)
-	if n := e.hub.Stats().Lagged; n != 1 {
-		t.Fatalf("hub counted %d lagged connections; want 1", n)
+	if st := e.hub.Stats(); st.Lagged() != 1 {
+		t.Fatalf("hub counted %d lagged connections (%d queue overflows, %d write timeouts); want 1",
+			st.Lagged(), st.Dropped[notify.DropQueueOverflow], st.Dropped[notify.DropWriteTimeout])
 	}
 	_, err := stalled.end(30 * time.Second)
 	t.Logf("the stalled client saw its connection end with: %v", err)

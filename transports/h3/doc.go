@@ -43,8 +43,9 @@
 // # Concurrency and resources
 //
 // ServeHTTP stays for the stream's life: its goroutine is the stream's
-// writer, one select over the request's context, the Conn's Ready and Done
-// and (HTTP/1.1, HTTP/2) a heartbeat ticker. Each wake-up drains the
+// writer (a wire loop writer), one select over the request's context, the
+// Conn's wake-ups and end, and (HTTP/1.1, HTTP/2) a heartbeat timer. This
+// package supplies only the framing and the writes. Each wake-up drains the
 // queue, encodes the batch into one pooled buffer — a message's shared
 // encoding is copied, never re-encoded — and writes it in one write and
 // one flush, under a write deadline; the buffer returns to the pool, so an

@@ -53,9 +53,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatusError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET to listen or POST to listen and send commands")
 		return
 	}
-	// Without a wake function the Conn signals Ready, which the writer's
-	// select waits on: no goroutine is started per wake-up.
-	sess, err := wire.Open(r, &h.cfg, "", nil)
+	// The handler's goroutine is the writer: a wire loop writer.
+	lw := wire.NewLoopWriter()
+	sess, err := wire.Open(r, &h.cfg, "", lw.Wake)
 	if err != nil {
 		wire.WriteError(w, err)
 		return
@@ -72,7 +72,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.readerDone = make(chan struct{})
 	go s.readLoop()
-	s.writeLoop()
+	lw.Run(s.ctx, sess, s, s.writerOptions())
 }
 
 // start sends the response header at once, so that the client's request

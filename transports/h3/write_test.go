@@ -25,7 +25,7 @@ func (w *discardWriter) SetWriteDeadline(t time.Time) error { return nil }
 
 func newBenchStream() (*stream, *discardWriter) {
 	w := &discardWriter{header: http.Header{}}
-	return &stream{h: NewHandler(wire.Config{}), w: w, rc: http.NewResponseController(w)}, w
+	return &stream{h: NewHandler(wire.Config{}), w: w, r: &http.Request{ProtoMajor: 3}, rc: http.NewResponseController(w)}, w
 }
 
 // messages returns n message envelopes as the hub shares them: encoded
@@ -47,7 +47,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			s, w := newBenchStream()
 			batch := messages(n)
-			buf := &writeBuf{}
+			var frame []byte
 			size := 0
 			for _, e := range batch {
 				size += len(e.JSON()) + 1
@@ -55,9 +55,9 @@ func BenchmarkWriteBatch(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			for b.Loop() {
-				buf.batch = append(buf.batch[:0], batch...)
-				if ok, _ := s.writeBatch(buf); !ok {
-					b.Fatal("write failed")
+				var err error
+				if frame, err = wire.WriteBatch(s, s.writerOptions(), 0, batch, frame); err != nil {
+					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/msg")
@@ -73,10 +73,9 @@ func BenchmarkWriteBatch(b *testing.B) {
 func TestWriteBatchAllocs(t *testing.T) {
 	s, _ := newBenchStream()
 	batch := messages(64)
-	buf := &writeBuf{}
+	var frame []byte
 	allocs := testing.AllocsPerRun(100, func() {
-		buf.batch = append(buf.batch[:0], batch...)
-		s.writeBatch(buf)
+		frame, _ = wire.WriteBatch(s, s.writerOptions(), 0, batch, frame)
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per batch; want 0", allocs)
@@ -87,17 +86,17 @@ func TestWriteBatchAllocs(t *testing.T) {
 // whole lines.
 func TestWriteBatchSplits(t *testing.T) {
 	w := &lineCounter{header: http.Header{}}
-	s := &stream{h: NewHandler(wire.Config{}), w: w, rc: http.NewResponseController(w)}
+	s := &stream{h: NewHandler(wire.Config{}), w: w, r: &http.Request{ProtoMajor: 3}, rc: http.NewResponseController(w)}
 	batch := messages(4000)
-	buf := &writeBuf{batch: batch}
-	if ok, ends := s.writeBatch(buf); !ok || ends {
-		t.Fatalf("writeBatch: %v %v", ok, ends)
+	frame, err := wire.WriteBatch(s, s.writerOptions(), 0, batch, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if w.writes < 2 || w.lines != len(batch) {
 		t.Fatalf("%d writes, %d lines; want several writes of %d whole lines", w.writes, w.lines, len(batch))
 	}
-	if cap(buf.data) > maxWrite {
-		t.Fatalf("kept a %d-byte buffer", cap(buf.data))
+	if cap(frame) > 2*maxWrite {
+		t.Fatalf("grew a %d-byte buffer for writes of at most %d", cap(frame), maxWrite)
 	}
 }
 

@@ -37,18 +37,29 @@
 //
 // # Concurrency and resources
 //
-// A connection is served entirely by its handler goroutine, which stays in
-// ServeHTTP for the stream's life: one select over the request's end, the
-// hub connection's Ready and Done, and a heartbeat timer. It drains
-// everything queued, encodes the batch into one pooled buffer, writes it in
-// one Write and flushes (quic-go holds responses under 4 KiB until a
-// flush). A short-lived goroutine subscribes the initial channels, since a
-// long history replay waits for queue room that only the writer makes.
+// The per-connection writer is a wire.Writer; this package supplies only
+// the framing (events, with their id lines) and the writes.
+//
+//   - HTTP/1.1: the handler hijacks the connection and returns. The stream
+//     then has one goroutine, a small reader that notices the client
+//     leaving; its writer runs on demand, only while something is queued
+//     (lingering briefly after), and its heartbeat is a timer.
+//   - HTTP/2 and HTTP/3: the handler goroutine stays in ServeHTTP for the
+//     stream's life as its writer, one select over the request's end, the
+//     hub connection's wake-ups and end, and a heartbeat timer.
+//
+// Each wake-up drains everything queued, encodes the batch into one
+// pooled buffer, writes it in one Write and flushes (quic-go holds
+// responses under 4 KiB until a flush). A short-lived goroutine subscribes
+// the initial channels, since a long history replay waits for queue room
+// that only the writer makes.
 //
 // Each write has a deadline (wire.Config.WriteTimeout): a client that does
-// not take it in time is dropped as lagging. The deadline is cleared once
-// the write is done, because on HTTP/2 a write deadline is a timer on the
-// stream that resets it even while nothing is being written.
+// not take it in time is dropped as lagging. On HTTP/2 and HTTP/3 the
+// deadline is cleared once the write is done, because on HTTP/2 a write
+// deadline is a timer on the stream that resets it even while nothing is
+// being written; on a hijacked HTTP/1.1 connection it stays set while the
+// writer is busy and is removed when it goes idle.
 //
 // # Dead peers
 //

@@ -225,8 +225,7 @@ func (d *discardWriter) SetWriteDeadline(t time.Time) error { return nil }
 
 func benchStream(channels []string) (*stream, *discardWriter) {
 	w := &discardWriter{h: http.Header{}}
-	cfg := wire.Config{}.WithDefaults()
-	return &stream{cfg: &cfg, w: w, rc: http.NewResponseController(w), pos: wire.NewPositions(channels), deadlines: true}, w
+	return &stream{w: w, rc: http.NewResponseController(w), pos: wire.NewPositions(channels)}, w
 }
 
 // benchBatch is n messages of ~200 bytes of data, round-robin over
@@ -253,17 +252,15 @@ func BenchmarkWriteBatch(b *testing.B) {
 				// channel's position and gets its id line.
 				all := benchBatch(channels, 2*n)
 				batches := [2][]*notify.Envelope{all[:n], all[n:]}
-				buf := &writeBuf{}
-				buf.batch = append(buf.batch, batches[0]...)
-				s.writeBatch(buf)
+				frame, _ := wire.WriteBatch(s, writerOptions, 0, batches[0], nil)
 				b.SetBytes(int64(w.n))
 				b.ReportAllocs()
 				i := 0
 				for b.Loop() {
 					i++
-					buf.batch = append(buf.batch[:0], batches[i%2]...)
-					if !s.writeBatch(buf) {
-						b.Fatal("write failed")
+					var err error
+					if frame, err = wire.WriteBatch(s, writerOptions, 0, batches[i%2], frame); err != nil {
+						b.Fatal(err)
 					}
 				}
 				msgs := float64(b.N * n)
@@ -278,12 +275,11 @@ func TestWriteBatchAllocs(t *testing.T) {
 	for _, channels := range [][]string{{"news"}, {"user:42", "news", "room.1"}} {
 		s, _ := benchStream(channels)
 		all := benchBatch(channels, 128)
-		buf := &writeBuf{}
+		var frame []byte
 		i := 0
 		if n := testing.AllocsPerRun(100, func() {
 			i++
-			buf.batch = append(buf.batch[:0], all[i%2*64:][:64]...)
-			s.writeBatch(buf)
+			frame, _ = wire.WriteBatch(s, writerOptions, 0, all[i%2*64:][:64], frame)
 		}); n != 0 {
 			t.Errorf("%d channels: %v allocations per batch of 64; want 0", len(channels), n)
 		}

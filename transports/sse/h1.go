@@ -3,11 +3,8 @@ package sse
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/http"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/heraldhq/herald/notify"
@@ -37,27 +34,24 @@ func hijackable(w http.ResponseWriter) bool {
 	}
 }
 
-// h1stream is an SSE stream on a hijacked HTTP/1.1 connection.
+// h1stream is an SSE stream on a hijacked HTTP/1.1 connection; its
+// wire.Writer writes to the connection.
 type h1stream struct {
-	cfg       *wire.Config
-	heartbeat *time.Timer
-
-	mu        sync.Mutex
-	nc        net.Conn      // nil until hijacked; guarded by mu
-	sess      *wire.Session // guarded by mu
-	writing   bool          // a writer goroutine runs; guarded by mu
-	again     bool          // woken while writing; guarded by mu
-	ended     bool          // the connection is closed; guarded by mu
-	lastWrite time.Time     // guarded by mu
-
-	// Owned by the running writer (one at a time).
-	pos *wire.Positions
+	w    *wire.Writer
+	nc   net.Conn      // set before the writer starts
+	sess *wire.Session // set before the writer starts
+	pos  *wire.Positions
 }
+
+var _ wire.Output = (*h1stream)(nil)
+
+// writerOptions frame the stream's events; the heartbeat is a comment line.
+var writerOptions = wire.WriterOptions{MaxFrame: maxWrite, Heartbeat: heartbeat, FinalNotice: true}
 
 // serveH1 opens the session and hands the connection over to the stream.
 func (h *Handler) serveH1(w http.ResponseWriter, r *http.Request, since string) {
-	s := &h1stream{cfg: &h.cfg}
-	sess, err := wire.Open(r, &h.cfg, since, s.wake)
+	s := &h1stream{w: wire.NewWriter()}
+	sess, err := wire.Open(r, &h.cfg, since, s.w.Wake)
 	if err != nil {
 		wire.WriteError(w, err)
 		return
@@ -74,16 +68,18 @@ func (h *Handler) serveH1(w http.ResponseWriter, r *http.Request, since string) 
 	head.WriteString("\r\n")
 	head.Write(retryField)
 	_ = brw // its buffers are dropped with it; a client does not send before the response
-	s.pos = sess.Positions()
-	s.mu.Lock()
-	s.nc, s.sess = nc, sess
-	s.lastWrite = time.Now()
-	s.heartbeat = time.AfterFunc(h.cfg.Heartbeat, s.beat)
-	s.mu.Unlock()
-	if !s.write(head.Bytes()) {
+	s.nc, s.sess, s.pos = nc, sess, sess.Positions()
+	_ = nc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
+	_, err = nc.Write(head.Bytes())
+	_ = nc.SetWriteDeadline(time.Time{})
+	if err != nil {
+		sess.Close(nil)
+		_ = nc.Close()
 		return
 	}
-	s.wake() // anything queued before the hijack (a drain's advice)
+	opts := writerOptions
+	opts.StickyDeadline = true
+	s.w.Start(sess, s, opts) // writes anything queued before the hijack (a drain's advice)
 	go s.readLoop()
 }
 
@@ -93,7 +89,7 @@ func (h *Handler) serveH1(w http.ResponseWriter, r *http.Request, since string) 
 func (s *h1stream) readLoop() {
 	defer func() {
 		s.sess.Close(nil)
-		s.end(nil)
+		s.w.Close()
 	}()
 	if !s.sess.SubscribeInitial(context.Background()) {
 		return
@@ -106,133 +102,19 @@ func (s *h1stream) readLoop() {
 	}
 }
 
-// wake is the notify.Conn's wake-up: it starts the writer unless one runs.
-func (s *h1stream) wake() {
-	s.mu.Lock()
-	if s.writing || s.nc == nil || s.ended {
-		s.again = true
-		s.mu.Unlock()
-		return
-	}
-	s.writing, s.again = true, false
-	s.mu.Unlock()
-	go s.writeLoop()
+// Append implements wire.Output.
+func (s *h1stream) Append(frame []byte, e *notify.Envelope, _ int) []byte {
+	return appendEvent(frame, e, s.pos)
 }
 
-// writeLoop drains the queue until it is empty, then exits.
-func (s *h1stream) writeLoop() {
-	for {
-		buf := bufPool.Get().(*writeBuf)
-		buf.batch = s.sess.Conn.Drain(buf.batch[:0])
-		ok := s.writeBatch(buf)
-		clear(buf.batch)
-		if cap(buf.out) <= 2*maxWrite {
-			bufPool.Put(buf)
-		}
-		if !ok {
-			return
-		}
-		select {
-		case <-s.sess.Conn.Done():
-			s.finish()
-			return
-		default:
-		}
-		s.mu.Lock()
-		if !s.again {
-			s.writing = false
-			s.mu.Unlock()
-			return
-		}
-		s.again = false
-		s.mu.Unlock()
-	}
+// WriteFrame implements wire.Output.
+func (s *h1stream) WriteFrame(frame []byte) error {
+	_, err := s.nc.Write(frame)
+	return err
 }
 
-// writeBatch writes a batch; false once the stream has ended (the
-// connection is then closed).
-func (s *h1stream) writeBatch(buf *writeBuf) bool {
-	if writeEvents(buf, s.pos, s.cfg, s.sess, s.write) {
-		return true
-	}
-	s.end(nil)
-	return false
-}
+// SetWriteDeadline implements wire.Output.
+func (s *h1stream) SetWriteDeadline(t time.Time) error { return s.nc.SetWriteDeadline(t) }
 
-// write writes p within the write timeout; on failure it closes the session
-// (as lagging if the client did not take it in time) and the connection.
-func (s *h1stream) write(p []byte) bool {
-	now := time.Now()
-	_ = s.nc.SetWriteDeadline(now.Add(s.cfg.WriteTimeout))
-	_, err := s.nc.Write(p)
-	if err != nil {
-		var reason error
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			reason = notify.ErrLagged
-		}
-		s.sess.Close(reason)
-		s.end(nil)
-		return false
-	}
-	s.mu.Lock()
-	s.lastWrite = now
-	s.mu.Unlock()
-	return true
-}
-
-// finish tells the client why the hub closed its connection (unless the
-// client left), then closes it.
-func (s *h1stream) finish() {
-	reason := s.sess.Conn.Err()
-	if reason != nil && !errors.Is(reason, notify.ErrClosed) {
-		e := notify.ErrorEnvelope(reason, "")
-		if e.Code == "internal" {
-			e.Message = "internal error"
-		}
-		s.write(appendEvent(nil, e, s.pos))
-	}
-	s.end(nil)
-}
-
-// end closes the connection. Idempotent.
-func (s *h1stream) end(error) {
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
-		return
-	}
-	s.ended = true
-	s.mu.Unlock()
-	s.heartbeat.Stop()
-	_ = s.nc.Close()
-}
-
-// beat writes a comment line if nothing was written for a heartbeat; it
-// re-arms itself. Writes are serialized with the writer by taking the
-// writer's role.
-func (s *h1stream) beat() {
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
-		return
-	}
-	idle := time.Since(s.lastWrite)
-	if idle < s.cfg.Heartbeat || s.writing {
-		s.heartbeat.Reset(max(s.cfg.Heartbeat-idle, time.Second))
-		s.mu.Unlock()
-		return
-	}
-	s.writing = true
-	s.mu.Unlock()
-	ok := s.write(heartbeat)
-	s.mu.Lock()
-	s.writing = false
-	again := s.again
-	if ok && !s.ended {
-		s.heartbeat.Reset(s.cfg.Heartbeat)
-	}
-	s.mu.Unlock()
-	if again {
-		s.wake()
-	}
-}
+// End implements wire.Output: the stream ends with the connection.
+func (s *h1stream) End(error) { _ = s.nc.Close() }

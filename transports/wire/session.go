@@ -82,6 +82,16 @@ type Config struct {
 	// lever of fan-out throughput; 1 writes each envelope on its own, for
 	// comparison.
 	MaxBatch int
+	// WriterLinger is how long a connection's writer goroutine waits for
+	// more to write once its queue is empty, before it exits (WebSocket,
+	// SSE over HTTP/1.1): a busy connection keeps its writer instead of
+	// starting one per message. Default 20ms; negative: none.
+	WriterLinger time.Duration
+	// WriteDelay, if positive, makes a woken writer wait this long before
+	// it drains its queue, so that a busy connection's messages go out in
+	// fewer, larger writes: fewer syscalls per message at the price of up
+	// to WriteDelay more latency. Default 0 (off).
+	WriteDelay time.Duration
 	// Transport names the transport in metrics ("ws", "sse", "stream");
 	// each handler sets it.
 	Transport string
@@ -104,6 +114,9 @@ func (cfg Config) WithDefaults() Config {
 	}
 	if cfg.MaxCommandSize <= 0 {
 		cfg.MaxCommandSize = notify.DefaultMaxPayload + 1024
+	}
+	if cfg.WriterLinger == 0 {
+		cfg.WriterLinger = 20 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -128,6 +141,7 @@ type Observer interface {
 // Session is the transport-independent side of one client connection.
 type Session struct {
 	Conn     *notify.Conn
+	cfg      *Config
 	Grants   *notify.Grants
 	Channels []string // the channels requested at connect, the user's own first
 	cursor   Cursor
@@ -159,7 +173,7 @@ func Open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Sessi
 		}
 	}
 	if s != nil {
-		s.observer, s.label = cfg.Observer, label
+		s.cfg, s.observer, s.label = cfg, cfg.Observer, label
 	}
 	return s, err
 }

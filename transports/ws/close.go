@@ -18,21 +18,21 @@ const (
 	StatusHeartbeatTimeout websocket.StatusCode = 4001
 )
 
-// closeStatus maps the reason a notify.Conn closed to a close code.
-func closeStatus(err error) (websocket.StatusCode, string) {
+// closeStatus maps the reason a connection ends to a close code. handshake
+// is false when there is nothing to say (the client left, or a write
+// failed): the connection is then closed at once.
+func closeStatus(err error) (code websocket.StatusCode, text string, handshake bool) {
 	switch {
+	case notify.ReasonOf(err) == notify.DropHeartbeatTimeout:
+		return StatusHeartbeatTimeout, "heartbeat timeout", true
 	case err == nil, errors.Is(err, notify.ErrClosed):
-		return websocket.StatusNormalClosure, ""
+		return websocket.StatusNormalClosure, "", false
 	case errors.Is(err, notify.ErrLagged):
-		return StatusLagged, notify.ErrLagged.Code
+		return StatusLagged, notify.ErrLagged.Code, true
 	case errors.Is(err, notify.ErrShutdown):
-		return websocket.StatusGoingAway, notify.ErrShutdown.Code
+		return websocket.StatusGoingAway, notify.ErrShutdown.Code, true
 	case errors.Is(err, notify.ErrUnavailable):
-		return websocket.StatusTryAgainLater, notify.ErrUnavailable.Code
-	case errors.Is(err, errHeartbeat):
-		return StatusHeartbeatTimeout, "heartbeat timeout"
+		return websocket.StatusTryAgainLater, notify.ErrUnavailable.Code, true
 	}
-	return websocket.StatusInternalError, "internal error"
+	return websocket.StatusInternalError, "internal error", true
 }
-
-var errHeartbeat = errors.New("ws: no pong within the write timeout")

@@ -3,11 +3,8 @@ package ws
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/http"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -31,14 +28,15 @@ func NewHandler(cfg wire.Config) *Handler {
 }
 
 // ServeHTTP authenticates and upgrades the request, then returns: the
-// connection lives on in its reader goroutine.
+// connection lives on in its reader goroutine, and its writer runs while
+// there is something to write.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !wire.OriginAllowed(r, h.cfg.AllowedOrigins) {
 		wire.WriteError(w, notify.Errorf(notify.ErrForbidden, "origin %q is not allowed", r.Header.Get("Origin")))
 		return
 	}
-	c := &conn{h: h}
-	sess, err := wire.Open(r, &h.cfg, "", c.wake)
+	c := &conn{w: wire.NewWriter()}
+	sess, err := wire.Open(r, &h.cfg, "", c.w.Wake)
 	if err != nil {
 		wire.WriteError(w, err)
 		return
@@ -55,155 +53,83 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(int64(h.cfg.MaxCommandSize))
-	c.mu.Lock()
 	c.ws, c.sess = ws, sess
-	c.heartbeat = time.AfterFunc(h.cfg.Heartbeat, c.beat)
-	c.mu.Unlock()
-	c.wake() // flush anything queued before the upgrade (a drain's advice)
+	c.w.Start(sess, c, writerOptions)
 	go c.readLoop()
 }
 
-// conn is one WebSocket connection.
+// writerOptions frame envelopes as WebSocket text frames, several per frame
+// separated by "\n", each frame's header written in front of its payload.
+var writerOptions = wire.WriterOptions{HeaderRoom: maxHeader, MaxFrame: maxFrame, StickyDeadline: true}
+
+// conn is one WebSocket connection: its reader goroutine runs the client's
+// commands, its wire.Writer writes the queue.
 //
 // It holds no context of its own: a context with a Done channel would make
 // every websocket Read arm a timer. Reads end when the websocket closes, and
 // the session's calls end when its notify.Conn closes.
+//
+// Data frames are written by the writer straight to the hijacked
+// connection, not through websocket.Conn.Write: the library's Write takes
+// two channel-based locks (a select each) and copies the frame into its
+// write buffer, a fifth of the server's CPU per delivery when every
+// delivery is its own write. The library still writes its control frames
+// (pongs, pings, close) through its own buffer. The two never interleave
+// inside a frame: each of our frames is one Write call on the net.Conn,
+// the library flushes each control frame (at most 127 bytes, within its
+// buffer) in one Write call, and a net.Conn serializes Write calls whole
+// (internal/poll holds the write lock for the whole buffer; crypto/tls
+// does the same). TestRawFramesInterleaveWithControlFrames checks it.
 type conn struct {
-	h         *Handler
-	heartbeat *time.Timer
-	nc        net.Conn // the hijacked connection; set by Accept, before the writer runs
-
-	mu      sync.Mutex
-	ws      *websocket.Conn // nil until the upgrade; guarded by mu
-	sess    *wire.Session   // guarded by mu
-	writing bool            // a writer goroutine runs; guarded by mu
-	again   bool            // woken while writing: drain once more; guarded by mu
-	ended   bool            // the websocket is closed; guarded by mu
+	w    *wire.Writer
+	nc   net.Conn        // the hijacked connection; set by Accept, before the writer starts
+	ws   *websocket.Conn // set before the writer starts
+	sess *wire.Session   // set before the writer starts
 }
 
-// wake is the notify.Conn's wake-up: it starts the writer unless one runs.
-func (c *conn) wake() {
-	c.mu.Lock()
-	if c.writing || c.ws == nil || c.ended {
-		c.again = true
-		c.mu.Unlock()
-		return
+var _ wire.Output = (*conn)(nil)
+var _ wire.Prober = (*conn)(nil)
+
+// Append implements wire.Output: envelopes separated by "\n".
+func (c *conn) Append(frame []byte, e *notify.Envelope, n int) []byte {
+	if n > 0 {
+		frame = append(frame, '\n')
 	}
-	c.writing, c.again = true, false
-	c.mu.Unlock()
-	go c.writeLoop()
+	if e.Type == notify.TypeMessage {
+		return append(frame, e.JSON()...) // the hub's encoding, shared by every connection
+	}
+	return e.AppendJSON(frame) // notices are per connection: encode in place
 }
 
-var bufPool = sync.Pool{New: func() any { return new(writeBuf) }}
-
-type writeBuf struct {
-	batch []*notify.Envelope
-	frame []byte
+// WriteFrame implements wire.Output: it fills in the text frame's header in
+// front of the payload and writes the frame in one Write.
+func (c *conn) WriteFrame(frame []byte) error {
+	start := putHeader(frame)
+	_, err := c.nc.Write(frame[start:])
+	return err
 }
 
-// writeLoop drains the queue into frames until it is empty, then exits.
-func (c *conn) writeLoop() {
-	buf := bufPool.Get().(*writeBuf)
-	defer bufPool.Put(buf)
-	for {
-		buf.batch = c.sess.Conn.Drain(buf.batch[:0])
-		if len(buf.batch) > 0 && !c.writeBatch(buf) {
-			return
-		}
-		clear(buf.batch)
-		select {
-		case <-c.sess.Conn.Done():
-			c.end(c.sess.Conn.Err())
-			return
-		default:
-		}
-		c.mu.Lock()
-		if !c.again {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		c.again = false
-		c.mu.Unlock()
-	}
+// SetWriteDeadline implements wire.Output.
+func (c *conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+
+// Probe implements wire.Prober: a ping, answered by a pong within timeout.
+func (c *conn) Probe(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.ws.Ping(ctx)
 }
 
-// writeBatch writes the envelopes in as few frames as possible. It reports
-// false once the connection has ended.
-func (c *conn) writeBatch(buf *writeBuf) bool {
-	frame := buf.frame[:0]
-	ends := false
-	for i, e := range buf.batch {
-		raw := e.JSON()
-		full := i > 0 && c.h.cfg.MaxBatch > 0 && i%c.h.cfg.MaxBatch == 0
-		if len(frame) > 0 && (full || len(frame)+1+len(raw) > maxFrame) {
-			if !c.write(frame) {
-				return false
-			}
-			frame = frame[:0]
-		}
-		if len(frame) > 0 {
-			frame = append(frame, '\n')
-		}
-		frame = append(frame, raw...)
-		ends = ends || wire.EndsConnection(e)
-	}
-	ok := c.write(frame)
-	if ok {
-		c.sess.Wrote(buf.batch)
-	}
-	if cap(frame) <= maxFrame {
-		buf.frame = frame[:0]
-	}
-	if ok && ends {
-		c.sess.Close(notify.ErrShutdown)
-		c.end(notify.ErrShutdown)
-		return false
-	}
-	return ok
-}
-
-// write writes one frame within the write timeout. The timeout is a
-// deadline on the connection, cleared after the write (other writers — the
-// heartbeat's ping, the library's pongs — bound their own): a context with
-// a timeout costs a timer, an allocation and an AfterFunc per write.
-func (c *conn) write(frame []byte) bool {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-	err := c.ws.Write(context.Background(), websocket.MessageText, frame)
-	_ = c.nc.SetWriteDeadline(time.Time{})
-	if err != nil {
-		// A write that timed out: the client does not read. Other
-		// errors: the client is gone.
-		reason := notify.ErrClosed
-		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
-			reason = notify.ErrLagged
-		}
-		c.sess.Close(reason)
-		c.end(nil)
-		return false
-	}
-	return true
-}
-
-// end closes the websocket with the code for reason (nil: already closed
-// by the failed I/O) and releases the connection. Idempotent.
-func (c *conn) end(reason error) {
-	c.mu.Lock()
-	if c.ended {
-		c.mu.Unlock()
-		return
-	}
-	c.ended = true
-	c.mu.Unlock()
-	c.heartbeat.Stop()
-	if reason != nil {
-		code, text := closeStatus(reason)
-		// Close waits (bounded) for the client's close frame, which the
-		// reader receives.
-		go func() { _ = c.ws.Close(code, text) }()
-	} else {
+// End implements wire.Output: it closes the websocket with the code for
+// reason; the client leaving, or a failed write, closes it at once.
+func (c *conn) End(reason error) {
+	code, text, handshake := closeStatus(reason)
+	if !handshake {
 		_ = c.ws.CloseNow()
+		return
 	}
+	// Close waits (bounded) for the client's close frame, which the
+	// reader receives.
+	go func() { _ = c.ws.Close(code, text) }()
 }
 
 // readLoop subscribes the initial channels, then runs the client's
@@ -211,7 +137,7 @@ func (c *conn) end(reason error) {
 func (c *conn) readLoop() {
 	defer func() {
 		c.sess.Close(nil)
-		c.end(nil)
+		c.w.Close()
 	}()
 	ctx := context.Background()
 	if !c.sess.SubscribeInitial(ctx) {
@@ -239,27 +165,4 @@ func (c *conn) readLoop() {
 			}
 		}
 	}
-}
-
-// beat pings the client; no pong within the write timeout ends the
-// connection. It re-arms itself.
-func (c *conn) beat() {
-	ctx, cancel := context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
-	err := c.ws.Ping(ctx)
-	cancel()
-	if err != nil {
-		c.mu.Lock()
-		ended := c.ended
-		c.mu.Unlock()
-		if !ended {
-			c.sess.Close(errHeartbeat)
-			c.end(errHeartbeat)
-		}
-		return
-	}
-	c.mu.Lock()
-	if !c.ended {
-		c.heartbeat.Reset(c.h.cfg.Heartbeat)
-	}
-	c.mu.Unlock()
 }

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/heraldhq/herald/notify"
@@ -49,30 +48,32 @@ func serverConn(tb testing.TB) *conn {
 	tb.Cleanup(func() { _ = client.CloseNow() })
 	ws := <-accepted
 	tb.Cleanup(func() { _ = ws.CloseNow() })
-	return &conn{h: &Handler{cfg: wire.Config{WriteTimeout: 10 * time.Second}}, ws: ws, nc: nc}
+	return &conn{ws: ws, nc: nc}
 }
 
-func batchOf(n int) *writeBuf {
-	buf := &writeBuf{}
+func batchOf(n int) []*notify.Envelope {
+	var batch []*notify.Envelope
 	for i := 0; i < n; i++ {
-		buf.batch = append(buf.batch, notify.NewMessage("news", notify.ID{Ms: 1700000000000, Seq: uint64(i)}, "e", []byte(`{"title":"a notification of about a hundred bytes, as most are","n":1}`)))
+		batch = append(batch, notify.NewMessage("news", notify.ID{Ms: 1700000000000, Seq: uint64(i)}, "e", []byte(`{"title":"a notification of about a hundred bytes, as most are","n":1}`)))
 	}
-	return buf
+	return batch
 }
 
 // BenchmarkWriteBatch measures the writer's hot path: a batch of shared
-// message encodings coalesced into one frame and written. Allocations are per
-// batch (the write's timeout context), none per message.
+// message encodings coalesced into one frame (the writer's framing,
+// wire.WriteBatch) and written in one write. No allocation at all.
 func BenchmarkWriteBatch(b *testing.B) {
 	for _, n := range []int{1, 16, 256} {
 		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
 			c := serverConn(b)
-			buf := batchOf(n)
+			batch := batchOf(n)
+			var frame []byte
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if !c.writeBatch(buf) {
-					b.Fatal("write failed")
+				var err error
+				if frame, err = wire.WriteBatch(c, writerOptions, 0, batch, frame); err != nil {
+					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/msg")
@@ -80,17 +81,63 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 }
 
-// TestWriteBatchAllocatesNothingPerMessage guards the hot path: a batch of
-// 256 messages costs the same allocations as a batch of one.
+// TestWriteBatchAllocatesNothingPerMessage guards the hot path: writing a
+// batch of shared message envelopes allocates nothing, whatever its size.
 func TestWriteBatchAllocatesNothingPerMessage(t *testing.T) {
 	c := serverConn(t)
 	one, many := batchOf(1), batchOf(256)
-	c.writeBatch(one)
-	c.writeBatch(many) // grow the frame buffer once
-	a1 := testing.AllocsPerRun(50, func() { c.writeBatch(one) })
-	a256 := testing.AllocsPerRun(50, func() { c.writeBatch(many) })
-	if a256 > a1 {
-		t.Fatalf("a batch of 256 allocates %.1f times, a batch of 1 %.1f: something allocates per message", a256, a1)
+	frame, _ := wire.WriteBatch(c, writerOptions, 0, many, nil) // grow the frame buffer once
+	a1 := testing.AllocsPerRun(50, func() { frame, _ = wire.WriteBatch(c, writerOptions, 0, one, frame) })
+	a256 := testing.AllocsPerRun(50, func() { frame, _ = wire.WriteBatch(c, writerOptions, 0, many, frame) })
+	if a1 != 0 || a256 != 0 {
+		t.Fatalf("a batch of 1 allocates %.1f times, a batch of 256 %.1f; want 0", a1, a256)
 	}
-	t.Logf("allocations per batch write: %.0f (batch of 1), %.0f (batch of 256)", a1, a256)
+}
+
+// countingConn counts Write calls.
+type countingConn struct {
+	net.Conn
+	writes int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes++
+	return c.Conn.Write(p)
+}
+
+// Each data frame is one Write on the connection, whatever its size: what
+// keeps the library's control frames, written concurrently, out of our
+// frames (a net.Conn serializes whole Write calls).
+func TestOneWritePerFrame(t *testing.T) {
+	c := serverConn(t)
+	cc := &countingConn{Conn: c.nc}
+	c.nc = cc
+	for _, n := range []int{1, 3, 50} {
+		for _, size := range []int{10, 100, 200, 70000} {
+			var batch []*notify.Envelope
+			for i := 0; i < n; i++ {
+				batch = append(batch, notify.NewMessage("news", notify.ID{Ms: 1, Seq: uint64(i)}, "e", []byte(`"`+strings.Repeat("x", size)+`"`)))
+			}
+			cc.writes = 0
+			frames := 0
+			out := &frameCounter{conn: c, frames: &frames}
+			if _, err := wire.WriteBatch(out, writerOptions, 0, batch, nil); err != nil {
+				t.Fatal(err)
+			}
+			if cc.writes != frames {
+				t.Fatalf("%d messages of %d bytes: %d frames took %d writes", n, size, frames, cc.writes)
+			}
+		}
+	}
+}
+
+// frameCounter is the conn's Output, counting frames.
+type frameCounter struct {
+	*conn
+	frames *int
+}
+
+func (f *frameCounter) WriteFrame(frame []byte) error {
+	*f.frames++
+	return f.conn.WriteFrame(frame)
 }
