@@ -3,6 +3,7 @@ package ws
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -38,11 +39,44 @@ func (l leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_ = conn.Close()
 		return nil, nil, err
 	}
-	var r io.Reader = conn
-	if n := brw.Reader.Buffered(); n > 0 {
-		// Bytes the client sent right after its request.
-		b, _ := brw.Reader.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+	r, err := readerOver(conn, brw.Reader)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
 	}
-	return conn, bufio.NewReadWriter(bufio.NewReaderSize(r, readBufferSize), bufio.NewWriterSize(conn, writeBufferSize)), nil
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, writeBufferSize)), nil
+}
+
+// readerOver returns a small reader of conn that already holds, buffered,
+// the bytes net/http read ahead into br: what the client sent right after
+// its request (a first frame sent in the same write), or the byte of
+// net/http's background read, which Hijack puts into br (a frame sent as
+// soon as the response arrived, before the hijack stopped that read).
+//
+// They must be buffered, not merely queued in the reader's source:
+// websocket.Accept keeps only what the reader buffers (it does
+// r.Reset(io.MultiReader(bytes.NewReader(r.Peek(r.Buffered())), conn))), so
+// a fresh reader of MultiReader(bytes, conn) lost them (issue #11: a
+// pipelined first frame never seen; under load, a few upgrades in 10,000
+// closed with "unexpected rsv bits", the frame's first byte gone).
+// Peek(n) fills the buffer, sized to hold n, from the bytes.Reader in one
+// read, without touching conn. Accept's Reset then refills the buffer from
+// buf[0:n] onto itself, or hands the n bytes straight to a read of at least
+// the buffer's size; either way they come first, then conn. The bytes need
+// no copy of their own: they are in our buffer before Hijack returns. br is
+// dropped, so net/http's 4 KiB are freed; only a client that sent more than
+// readBufferSize before the response keeps a larger read buffer.
+func readerOver(conn net.Conn, br *bufio.Reader) (*bufio.Reader, error) {
+	n := br.Buffered()
+	if n == 0 {
+		return bufio.NewReaderSize(conn, readBufferSize), nil
+	}
+	early, _ := br.Peek(n) // already buffered: cannot fail
+	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(early), conn), max(readBufferSize, n))
+	if _, err := r.Peek(n); err != nil {
+		// Cannot happen (a bytes.Reader hands over its n bytes in one
+		// read); were it to, refusing beats losing the client's bytes.
+		return nil, fmt.Errorf("buffering %d early bytes: %w", n, err)
+	}
+	return r, nil
 }

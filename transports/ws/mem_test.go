@@ -23,13 +23,16 @@ func TestMain(m *testing.M) {
 	connmem.ServeChild(func() http.Handler {
 		b := notify.NewMemoryBroker(notify.MemoryConfig{})
 		h := notify.NewHub(b, notify.HubConfig{MaxConnsPerUser: -1})
-		auth := wire.AuthFunc(func(r *http.Request) (*notify.Grants, error) {
-			return &notify.Grants{User: r.URL.Query().Get("user")}, nil
-		})
-		return ws.NewHandler(wire.Config{Hub: h, Auth: auth})
+		return ws.NewHandler(wire.Config{Hub: h, Auth: userFromQuery})
 	})
 	os.Exit(m.Run())
 }
+
+// userFromQuery authenticates a request as the user its ?user= names, who
+// may subscribe to room.*.
+var userFromQuery = wire.AuthFunc(func(r *http.Request) (*notify.Grants, error) {
+	return &notify.Grants{User: r.URL.Query().Get("user"), Subscribe: []string{"room."}}, nil
+})
 
 // BenchmarkIdleMemory opens -memconns idle WebSocket connections (each user
 // subscribed to its personal channel) to a server in a child process and
