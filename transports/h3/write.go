@@ -18,13 +18,17 @@ var heartbeatLine = []byte("\n")
 
 var _ wire.Output = (*stream)(nil)
 
-// writerOptions are the stream's framing: one envelope per line.
-func (s *stream) writerOptions() wire.WriterOptions {
-	opts := wire.WriterOptions{MaxFrame: maxWrite, FinalNotice: true}
+// The stream's framing: one envelope per line; over TCP a heartbeat line.
+var (
+	quicOptions = wire.WriterOptions{MaxFrame: maxWrite, FinalNotice: true}
+	tcpOptions  = wire.WriterOptions{MaxFrame: maxWrite, FinalNotice: true, Heartbeat: heartbeatLine}
+)
+
+func (s *stream) writerOptions() *wire.WriterOptions {
 	if s.r.ProtoMajor < 3 {
-		opts.Heartbeat = heartbeatLine
+		return &tcpOptions
 	}
-	return opts
+	return &quicOptions
 }
 
 // Append implements wire.Output: NDJSON, a message's shared encoding

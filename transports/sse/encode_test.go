@@ -252,14 +252,14 @@ func BenchmarkWriteBatch(b *testing.B) {
 				// channel's position and gets its id line.
 				all := benchBatch(channels, 2*n)
 				batches := [2][]*notify.Envelope{all[:n], all[n:]}
-				frame, _ := wire.WriteBatch(s, writerOptions, 0, batches[0], nil)
+				frame, _ := wire.WriteBatch(s, &writerOptions, 0, batches[0], nil)
 				b.SetBytes(int64(w.n))
 				b.ReportAllocs()
 				i := 0
 				for b.Loop() {
 					i++
 					var err error
-					if frame, err = wire.WriteBatch(s, writerOptions, 0, batches[i%2], frame); err != nil {
+					if frame, err = wire.WriteBatch(s, &writerOptions, 0, batches[i%2], frame); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -279,7 +279,7 @@ func TestWriteBatchAllocs(t *testing.T) {
 		i := 0
 		if n := testing.AllocsPerRun(100, func() {
 			i++
-			frame, _ = wire.WriteBatch(s, writerOptions, 0, all[i%2*64:][:64], frame)
+			frame, _ = wire.WriteBatch(s, &writerOptions, 0, all[i%2*64:][:64], frame)
 		}); n != 0 {
 			t.Errorf("%d channels: %v allocations per batch of 64; want 0", len(channels), n)
 		}

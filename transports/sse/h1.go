@@ -46,7 +46,11 @@ type h1stream struct {
 var _ wire.Output = (*h1stream)(nil)
 
 // writerOptions frame the stream's events; the heartbeat is a comment line.
-var writerOptions = wire.WriterOptions{MaxFrame: maxWrite, Heartbeat: heartbeat, FinalNotice: true}
+// On a hijacked connection the deadline may stay set between writes.
+var (
+	writerOptions   = wire.WriterOptions{MaxFrame: maxWrite, Heartbeat: heartbeat, FinalNotice: true}
+	h1WriterOptions = wire.WriterOptions{MaxFrame: maxWrite, Heartbeat: heartbeat, FinalNotice: true, StickyDeadline: true}
+)
 
 // serveH1 opens the session and hands the connection over to the stream.
 func (h *Handler) serveH1(w http.ResponseWriter, r *http.Request, since string) {
@@ -77,9 +81,7 @@ func (h *Handler) serveH1(w http.ResponseWriter, r *http.Request, since string) 
 		_ = nc.Close()
 		return
 	}
-	opts := writerOptions
-	opts.StickyDeadline = true
-	s.w.Start(sess, s, opts) // writes anything queued before the hijack (a drain's advice)
+	s.w.Start(sess, s, &h1WriterOptions) // writes anything queued before the hijack (a drain's advice)
 	go s.readLoop()
 }
 

@@ -100,7 +100,7 @@ func (s *stream) run(ctx context.Context, w *wire.Writer) {
 		cancelSub()
 		<-subscribed
 	}()
-	w.Run(ctx, s.sess, s, writerOptions)
+	w.Run(ctx, s.sess, s, &writerOptions)
 }
 
 // Append implements wire.Output.

@@ -22,10 +22,10 @@ type Cursor map[string]string
 // exactly one channel. Positions of channels outside the list are refused:
 // a cursor belongs to one channel set.
 func ParseCursor(s string, channels []string) (Cursor, error) {
-	cur := Cursor{}
 	if s == "" {
-		return cur, nil
+		return nil, nil // reads as empty; an idle connection keeps no map
 	}
+	cur := Cursor{}
 	if len(s) > 64*1024 {
 		return nil, notify.Errorf(notify.ErrInvalidPosition, "cursor is %d bytes", len(s))
 	}

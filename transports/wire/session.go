@@ -196,7 +196,10 @@ func open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Sessi
 			return nil, err
 		}
 		if !slices.Contains(channels, ch) {
-			channels = append(channels, ch)
+			// A copy: the query's strings share the request line's
+			// memory (the token in it too), which would stay alive for
+			// the connection's life.
+			channels = append(channels, strings.Clone(ch))
 		}
 	}
 	// A browser's automatic SSE reconnect resends its first URL (a stale
@@ -233,6 +236,7 @@ func (s *Session) Positions() *Positions {
 // its cursor position. A channel that fails gets an error notice naming it;
 // the others proceed. It returns false if the connection closed meanwhile.
 func (s *Session) SubscribeInitial(ctx context.Context) bool {
+	defer func() { s.cursor = nil }() // read once, here and by Positions before
 	for _, ch := range s.Channels {
 		err := s.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: ch, Since: s.cursor[ch]})
 		if err == nil {

@@ -39,7 +39,8 @@ type Prober interface {
 	Probe(timeout time.Duration) error
 }
 
-// WriterOptions describe a transport's framing to its Writer.
+// WriterOptions describe a transport's framing to its Writer. Transports
+// keep theirs in package variables: a Writer holds a pointer.
 type WriterOptions struct {
 	// HeaderRoom is how many bytes each frame starts with, for the
 	// transport to fill in WriteFrame (a WebSocket frame header).
@@ -63,6 +64,13 @@ type WriterOptions struct {
 	// deadline is set before each write and removed after (HTTP/2 resets
 	// a stream whose deadline passes even while nothing is written).
 	StickyDeadline bool
+}
+
+func (o *WriterOptions) maxFrame() int {
+	if o.MaxFrame <= 0 {
+		return 128 << 10
+	}
+	return o.MaxFrame
 }
 
 // Writer is one connection's writer. It drains the connection's queue,
@@ -91,17 +99,20 @@ type WriterOptions struct {
 // the wake-up is kept. Everything else belongs to the writer's role.
 type Writer struct {
 	loop bool
-	kick chan struct{} // capacity 1: wakes a lingering writer (on demand) or the loop
+	// kick wakes the loop, or a lingering on-demand writer; capacity 1.
+	// A loop writer's is made with it; an on-demand writer's is made
+	// under mu before it lingers and dropped when it goes idle, with
+	// linger, so that an idle connection keeps neither.
+	kick chan struct{}
 
 	// Set by Start or Run before the writer's role is first taken; read
 	// only by the role's holder and the heartbeat.
 	sess      *Session
 	cfg       *Config
 	out       Output
-	opts      WriterOptions
-	prober    Prober
+	opts      *WriterOptions
 	deadlines bool        // out supports write deadlines
-	beat      *time.Timer // on demand: the heartbeat timer
+	beat      *time.Timer // the heartbeat timer
 
 	lastWrite atomic.Int64 // when the last write started, Unix nanoseconds
 
@@ -111,8 +122,8 @@ type Writer struct {
 	started bool        // Start was called; guarded by mu
 
 	// Owned by the writer's role:
-	deadline time.Time   // the sticky deadline set, zero if none
-	linger   *time.Timer // on demand: how long an idle writer waits; made on first use
+	deadline int64       // the sticky deadline set, Unix nanoseconds; 0 if none
+	linger   *time.Timer // on demand: how long an idle writer waits; see kick
 }
 
 type writerState uint8
@@ -126,7 +137,7 @@ const (
 
 // NewWriter returns an on-demand writer; pass its Wake to Open, then call
 // Start.
-func NewWriter() *Writer { return &Writer{kick: make(chan struct{}, 1)} }
+func NewWriter() *Writer { return &Writer{} }
 
 // NewLoopWriter returns a loop writer; pass its Wake to Open, then call Run.
 func NewLoopWriter() *Writer { return &Writer{loop: true, kick: make(chan struct{}, 1)} }
@@ -170,10 +181,10 @@ func (w *Writer) signal() {
 // Start starts an on-demand writer on sess, writing to out: it writes
 // whatever was queued before (a drain's advice), then runs on demand until
 // the connection ends. The caller has written whatever must precede the
-// first frame (a response header).
-func (w *Writer) Start(sess *Session, out Output, opts WriterOptions) {
+// first frame (a response header). opts must not change afterwards.
+func (w *Writer) Start(sess *Session, out Output, opts *WriterOptions) {
 	w.setup(sess, out, opts)
-	if w.prober != nil || opts.Heartbeat != nil {
+	if _, probes := out.(Prober); probes || opts.Heartbeat != nil {
 		w.beat = time.AfterFunc(w.cfg.Heartbeat, w.heartbeat)
 	}
 	w.mu.Lock()
@@ -189,8 +200,8 @@ func (w *Writer) Start(sess *Session, out Output, opts WriterOptions) {
 
 // Run is a loop writer: it writes sess's queue to out until the connection
 // ends or ctx is done (the client went), then returns. Call it from the
-// goroutine that owns out (the handler's).
-func (w *Writer) Run(ctx context.Context, sess *Session, out Output, opts WriterOptions) {
+// goroutine that owns out (the handler's). opts must not change.
+func (w *Writer) Run(ctx context.Context, sess *Session, out Output, opts *WriterOptions) {
 	w.setup(sess, out, opts)
 	var beat <-chan time.Time
 	if opts.Heartbeat != nil {
@@ -226,12 +237,8 @@ func (w *Writer) Run(ctx context.Context, sess *Session, out Output, opts Writer
 	}
 }
 
-func (w *Writer) setup(sess *Session, out Output, opts WriterOptions) {
-	if opts.MaxFrame <= 0 {
-		opts.MaxFrame = 128 << 10
-	}
+func (w *Writer) setup(sess *Session, out Output, opts *WriterOptions) {
 	w.sess, w.cfg, w.out, w.opts = sess, sess.cfg, out, opts
-	w.prober, _ = out.(Prober)
 	// Zero is no deadline: a harmless probe. An unsupported deadline
 	// returns a fresh error each time; asking once keeps writes
 	// allocation-free.
@@ -259,6 +266,9 @@ func (w *Writer) run() {
 				return
 			}
 			continue
+		}
+		if w.kick == nil {
+			w.kick = make(chan struct{}, 1)
 		}
 		w.state = lingering
 		w.mu.Unlock()
@@ -312,6 +322,7 @@ func (w *Writer) release() bool {
 		return false
 	}
 	w.state = idle
+	w.kick, w.linger = nil, nil // no Wake uses kick while idle
 	return true
 }
 
@@ -326,7 +337,7 @@ func (w *Writer) flush() bool {
 	buf.batch = conn.Drain(buf.batch[:0])
 	ok := len(buf.batch) == 0 || w.writeBatch(buf)
 	clear(buf.batch) // the pool must not keep envelopes alive
-	if cap(buf.frame) <= 2*w.opts.MaxFrame {
+	if cap(buf.frame) <= 2*w.opts.maxFrame() {
 		bufPool.Put(buf)
 	}
 	if !ok {
@@ -354,7 +365,7 @@ type writeBuf struct {
 // Config.MaxBatch allow. It reports false once the connection has ended: a
 // failed write, or a drain's advice written.
 func (w *Writer) writeBatch(buf *writeBuf) bool {
-	frame, ok, ends := writeFrames(w.out, &w.opts, w.cfg.MaxBatch, buf.batch, buf.frame, w.write)
+	frame, ok, ends := writeFrames(w.out, w.opts, w.cfg.MaxBatch, buf.batch, buf.frame, w.write)
 	buf.frame = frame[:0]
 	if !ok {
 		return false
@@ -374,12 +385,9 @@ func (w *Writer) writeBatch(buf *writeBuf) bool {
 // options allow, exactly as a Writer does but with no deadline, observer or
 // session: the writer's framing, for a transport's benchmarks and tests of
 // its Output. frame is a buffer to reuse; the grown one is returned.
-func WriteBatch(out Output, opts WriterOptions, maxBatch int, batch []*notify.Envelope, frame []byte) ([]byte, error) {
-	if opts.MaxFrame <= 0 {
-		opts.MaxFrame = 128 << 10
-	}
+func WriteBatch(out Output, opts *WriterOptions, maxBatch int, batch []*notify.Envelope, frame []byte) ([]byte, error) {
 	var err error
-	frame, _, _ = writeFrames(out, &opts, maxBatch, batch, frame, func(f []byte) bool {
+	frame, _, _ = writeFrames(out, opts, maxBatch, batch, frame, func(f []byte) bool {
 		err = out.WriteFrame(f)
 		return err == nil
 	})
@@ -390,12 +398,12 @@ func WriteBatch(out Output, opts WriterOptions, maxBatch int, batch []*notify.En
 // new frame when the next envelope would take the frame past MaxFrame or
 // past maxBatch envelopes. ends reports a drain's advice in the batch.
 func writeFrames(out Output, opts *WriterOptions, maxBatch int, batch []*notify.Envelope, frame []byte, write func([]byte) bool) (_ []byte, ok, ends bool) {
-	room := opts.HeaderRoom
+	room, maxFrame := opts.HeaderRoom, opts.maxFrame()
 	frame = append(frame[:0], make([]byte, room)...)
 	n := 0
 	for _, e := range batch {
 		full := maxBatch > 0 && n == maxBatch
-		if n > 0 && (full || len(frame)-room+1+envelopeSize(e) > opts.MaxFrame) {
+		if n > 0 && (full || len(frame)-room+1+envelopeSize(e) > maxFrame) {
 			if !write(frame) {
 				return frame, false, ends
 			}
@@ -426,9 +434,10 @@ func (w *Writer) write(frame []byte) bool {
 	if w.deadlines {
 		if !w.opts.StickyDeadline {
 			_ = w.out.SetWriteDeadline(now.Add(timeout))
-		} else if w.deadline.Sub(now) < timeout*3/4 {
-			w.deadline = now.Add(timeout)
-			_ = w.out.SetWriteDeadline(w.deadline)
+		} else if time.Duration(w.deadline-now.UnixNano()) < timeout*3/4 {
+			d := now.Add(timeout)
+			w.deadline = d.UnixNano()
+			_ = w.out.SetWriteDeadline(d)
 		}
 	}
 	err := w.out.WriteFrame(frame)
@@ -452,8 +461,8 @@ func (w *Writer) write(frame []byte) bool {
 }
 
 func (w *Writer) clearDeadline() {
-	if !w.deadline.IsZero() {
-		w.deadline = time.Time{}
+	if w.deadline != 0 {
+		w.deadline = 0
 		_ = w.out.SetWriteDeadline(time.Time{})
 	}
 }
@@ -518,8 +527,8 @@ func (w *Writer) heartbeat() {
 		w.rearm(w.cfg.Heartbeat - idle)
 		return
 	}
-	if w.prober != nil {
-		if err := w.prober.Probe(w.cfg.WriteTimeout); err != nil {
+	if p, ok := w.out.(Prober); ok {
+		if err := p.Probe(w.cfg.WriteTimeout); err != nil {
 			w.sess.Close(notify.Dropped(notify.DropHeartbeatTimeout)) // the writer ends it
 			return
 		}

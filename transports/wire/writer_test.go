@@ -191,7 +191,7 @@ func TestWriterWakeWhileWriting(t *testing.T) {
 				sess := e.open(t, w)
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
-				start(ctx, w, sess, out, WriterOptions{})
+				start(ctx, w, sess, out, &WriterOptions{})
 				if !sess.SubscribeInitial(ctx) {
 					t.Fatal("subscribe failed")
 				}
@@ -230,7 +230,7 @@ func newWriter(loop bool) *Writer {
 
 // start starts w in its mode; a loop writer runs on its own goroutine,
 // as a handler's would.
-func start(ctx context.Context, w *Writer, sess *Session, out Output, opts WriterOptions) {
+func start(ctx context.Context, w *Writer, sess *Session, out Output, opts *WriterOptions) {
 	if w.loop {
 		go w.Run(ctx, sess, out, opts)
 		return
@@ -249,7 +249,7 @@ func TestWriterEndWhileWriting(t *testing.T) {
 				out := newFakeOutput()
 				w := newWriter(loop)
 				sess := e.open(t, w)
-				start(context.Background(), w, sess, out, WriterOptions{FinalNotice: true})
+				start(context.Background(), w, sess, out, &WriterOptions{FinalNotice: true})
 				sess.SubscribeInitial(context.Background())
 				synctest.Wait()
 				hold := make(chan struct{})
@@ -296,7 +296,7 @@ func TestWriterHeartbeatWhileIdle(t *testing.T) {
 				sess := e.open(t, w)
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
-				start(ctx, w, sess, out, WriterOptions{Heartbeat: []byte(":")})
+				start(ctx, w, sess, out, &WriterOptions{Heartbeat: []byte(":")})
 				sess.SubscribeInitial(ctx)
 				time.Sleep(3500 * time.Millisecond)
 				synctest.Wait()
@@ -341,7 +341,7 @@ func TestWriterProbeTimeout(t *testing.T) {
 		out.answer.Store(true)
 		w := NewWriter()
 		sess := e.open(t, w)
-		w.Start(sess, out, WriterOptions{})
+		w.Start(sess, out, &WriterOptions{})
 		sess.SubscribeInitial(context.Background())
 		time.Sleep(2500 * time.Millisecond)
 		synctest.Wait()
@@ -381,7 +381,7 @@ func TestWriterTimeoutIsLagged(t *testing.T) {
 				out := newFakeOutput()
 				w := NewWriter()
 				sess := e.open(t, w)
-				w.Start(sess, out, WriterOptions{StickyDeadline: tc.sticky})
+				w.Start(sess, out, &WriterOptions{StickyDeadline: tc.sticky})
 				sess.SubscribeInitial(context.Background())
 				synctest.Wait()
 				out.setFail(tc.err)
@@ -413,7 +413,7 @@ func TestWriterSlowFailedWriteIsLagged(t *testing.T) {
 		out := newFakeOutput()
 		w := NewLoopWriter()
 		sess := e.open(t, w)
-		go w.Run(context.Background(), sess, out, WriterOptions{})
+		go w.Run(context.Background(), sess, out, &WriterOptions{})
 		sess.SubscribeInitial(context.Background())
 		synctest.Wait()
 		hold := make(chan struct{})
@@ -437,7 +437,7 @@ func TestWriterReconnectAdvice(t *testing.T) {
 		out := newFakeOutput()
 		w := NewWriter()
 		sess := e.open(t, w)
-		w.Start(sess, out, WriterOptions{FinalNotice: true})
+		w.Start(sess, out, &WriterOptions{FinalNotice: true})
 		sess.SubscribeInitial(context.Background())
 		synctest.Wait()
 		Drain(e.hub, time.Second)
@@ -466,7 +466,7 @@ func TestWriterWakeBeforeStart(t *testing.T) {
 		go sess.SubscribeInitial(context.Background())
 		synctest.Wait()
 		e.publish(t, 3)
-		w.Start(sess, out, WriterOptions{})
+		w.Start(sess, out, &WriterOptions{})
 		synctest.Wait()
 		if got := messages(out.written()); !equal(got, want(3)) {
 			t.Fatalf("messages %v; want 0..2", got)
@@ -484,7 +484,7 @@ func TestWriterLinger(t *testing.T) {
 		out := newFakeOutput()
 		w := NewWriter()
 		sess := e.open(t, w)
-		w.Start(sess, out, WriterOptions{StickyDeadline: true})
+		w.Start(sess, out, &WriterOptions{StickyDeadline: true})
 		sess.SubscribeInitial(context.Background())
 		synctest.Wait()
 		state := func() writerState {
@@ -534,7 +534,7 @@ func TestWriterPerWriteDeadline(t *testing.T) {
 		out := newFakeOutput()
 		w := NewWriter()
 		sess := e.open(t, w)
-		w.Start(sess, out, WriterOptions{})
+		w.Start(sess, out, &WriterOptions{})
 		sess.SubscribeInitial(context.Background())
 		synctest.Wait()
 		out.mu.Lock()
@@ -559,7 +559,7 @@ func TestWriterWriteDelay(t *testing.T) {
 		out := newFakeOutput()
 		w := NewWriter()
 		sess := e.open(t, w)
-		w.Start(sess, out, WriterOptions{})
+		w.Start(sess, out, &WriterOptions{})
 		sess.SubscribeInitial(context.Background())
 		time.Sleep(20 * time.Millisecond)
 		synctest.Wait()
@@ -599,7 +599,7 @@ func TestWriteBatchSplits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := newFakeOutput()
 			out.room = 10
-			opts := WriterOptions{HeaderRoom: 10, MaxFrame: tc.maxFrame}
+			opts := &WriterOptions{HeaderRoom: 10, MaxFrame: tc.maxFrame}
 			frame, err := WriteBatch(out, opts, tc.maxBatch, tc.batch, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -653,9 +653,10 @@ func TestWriteBatchAllocatesNothing(t *testing.T) {
 	for i := range batch {
 		batch[i] = notify.NewMessage("news", notify.ID{Ms: 1, Seq: uint64(i)}, "e", []byte(`{"n":1}`))
 	}
-	frame, _ := WriteBatch(nopOutput{}, WriterOptions{HeaderRoom: 10}, 0, batch, nil)
+	opts := &WriterOptions{HeaderRoom: 10}
+	frame, _ := WriteBatch(nopOutput{}, opts, 0, batch, nil)
 	if n := testing.AllocsPerRun(100, func() {
-		frame, _ = WriteBatch(nopOutput{}, WriterOptions{HeaderRoom: 10}, 0, batch, frame)
+		frame, _ = WriteBatch(nopOutput{}, opts, 0, batch, frame)
 	}); n != 0 {
 		t.Fatalf("%v allocations per batch of 256; want 0", n)
 	}
@@ -668,7 +669,7 @@ func TestWriterAllocatesNothingPerMessage(t *testing.T) {
 	e := newWriterEnvNoBubble(t, Config{WriterLinger: -1})
 	w := NewWriter()
 	sess := e.open(t, w)
-	w.setup(sess, nopOutput{}, WriterOptions{})
+	w.setup(sess, nopOutput{}, &WriterOptions{})
 	for _, n := range []int{1, 64} {
 		msgs := make([]*notify.Envelope, n)
 		for i := range msgs {

@@ -12,12 +12,13 @@ import (
 // Buffer sizes of an upgraded connection. net/http hands a hijacker 4 KiB
 // for each direction, held for the connection's life: most of an idle
 // connection's memory. Clients send small commands (a larger frame is read
-// straight into its destination, past the buffer), and a typical notification
-// frame fits the write buffer in one syscall; a larger coalesced frame costs
-// one extra write.
+// straight into its destination, past the buffer). The write buffer is
+// coder/websocket's, for its control frames only (at most 2 + 125 bytes, so
+// each goes out in one Write): data frames are written by the writer
+// straight to the connection (see conn).
 const (
 	readBufferSize  = 512
-	writeBufferSize = 2048
+	writeBufferSize = 256
 )
 
 // leanHijacker gives websocket.Accept smaller buffers than net/http's, and

@@ -54,7 +54,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(int64(h.cfg.MaxCommandSize))
 	c.ws, c.sess = ws, sess
-	c.w.Start(sess, c, writerOptions)
+	c.w.Start(sess, c, &writerOptions)
 	go c.readLoop()
 }
 

@@ -72,7 +72,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				var err error
-				if frame, err = wire.WriteBatch(c, writerOptions, 0, batch, frame); err != nil {
+				if frame, err = wire.WriteBatch(c, &writerOptions, 0, batch, frame); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -86,9 +86,9 @@ func BenchmarkWriteBatch(b *testing.B) {
 func TestWriteBatchAllocatesNothingPerMessage(t *testing.T) {
 	c := serverConn(t)
 	one, many := batchOf(1), batchOf(256)
-	frame, _ := wire.WriteBatch(c, writerOptions, 0, many, nil) // grow the frame buffer once
-	a1 := testing.AllocsPerRun(50, func() { frame, _ = wire.WriteBatch(c, writerOptions, 0, one, frame) })
-	a256 := testing.AllocsPerRun(50, func() { frame, _ = wire.WriteBatch(c, writerOptions, 0, many, frame) })
+	frame, _ := wire.WriteBatch(c, &writerOptions, 0, many, nil) // grow the frame buffer once
+	a1 := testing.AllocsPerRun(50, func() { frame, _ = wire.WriteBatch(c, &writerOptions, 0, one, frame) })
+	a256 := testing.AllocsPerRun(50, func() { frame, _ = wire.WriteBatch(c, &writerOptions, 0, many, frame) })
 	if a1 != 0 || a256 != 0 {
 		t.Fatalf("a batch of 1 allocates %.1f times, a batch of 256 %.1f; want 0", a1, a256)
 	}
@@ -121,7 +121,7 @@ func TestOneWritePerFrame(t *testing.T) {
 			cc.writes = 0
 			frames := 0
 			out := &frameCounter{conn: c, frames: &frames}
-			if _, err := wire.WriteBatch(out, writerOptions, 0, batch, nil); err != nil {
+			if _, err := wire.WriteBatch(out, &writerOptions, 0, batch, nil); err != nil {
 				t.Fatal(err)
 			}
 			if cc.writes != frames {
