@@ -5,7 +5,7 @@ import (
 	"unicode/utf8"
 )
 
-// Envelope types sent by the server (DESIGN §4).
+// Envelope types sent by the server (docs/protocol.md, "Envelopes").
 const (
 	TypeMessage      = "message"
 	TypeSubscribed   = "subscribed"

@@ -1,6 +1,7 @@
 // Package brokertest is the conformance suite every notify.Broker passes: the
-// promises of DESIGN §1 checked through a real Hub. The memory broker runs it
-// in notify's tests, the Redis broker against a real redis-server.
+// promises of docs/architecture.md ("The promises and how each is kept")
+// checked through a real Hub. The memory broker runs it in notify's tests,
+// the Redis broker against a real redis-server.
 package brokertest
 
 import (

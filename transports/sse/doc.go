@@ -26,10 +26,12 @@
 // without a position carry no id and leave the browser's last one in
 // place. A line holding only ":" is the heartbeat.
 //
-// The position to resume from is the Last-Event-ID header, else the since
-// query parameter, else last_event_id. The header wins over the URL because
-// a browser reconnecting by itself sends the URL it first used, with a
-// stale since, and the newer position in the header.
+// The position to resume from is the Last-Event-ID header, else the
+// last_event_id query parameter (the same value, for clients that cannot set
+// headers), else the since query parameter (see ServeHTTP and wire.Open).
+// Last-Event-ID wins over the URL because a browser reconnecting by itself
+// sends the URL it first used, with a stale since, and the newer position in
+// the header.
 //
 // When the server ends a stream for a reason (lagging, shutdown) its last
 // event is the error notice; a drain's reconnect advice also ends it. The
@@ -37,13 +39,22 @@
 //
 // # Concurrency and resources
 //
-// A connection is served entirely by its handler goroutine, which stays in
-// ServeHTTP for the stream's life: one select over the request's end, the
-// hub connection's Ready and Done, and a heartbeat timer. It drains
-// everything queued, encodes the batch into one pooled buffer, writes it in
-// one Write and flushes (quic-go holds responses under 4 KiB until a
-// flush). A short-lived goroutine subscribes the initial channels, since a
-// long history replay waits for queue room that only the writer makes.
+// Over HTTP/2 and HTTP/3 a connection is served by its handler goroutine,
+// which stays in ServeHTTP for the stream's life: one select over the
+// request's end, the hub connection's Ready and Done, and a heartbeat timer.
+// A short-lived goroutine subscribes the initial channels, since a long
+// history replay waits for queue room that only the writer makes.
+//
+// Over HTTP/1.1 the handler hijacks the connection and returns (see h1.go),
+// so net/http's per-connection buffers and goroutines are released. The
+// stream is then served, as a WebSocket is, by a reader goroutine (it
+// subscribes the initial channels, then waits for the client to leave), a
+// writer goroutine that runs only while something is queued, and a
+// heartbeat timer.
+//
+// Either way the writer drains everything queued, encodes the batch into
+// one pooled buffer and writes it in one Write (and flushes: quic-go holds
+// responses under 4 KiB until a flush).
 //
 // Each write has a deadline (wire.Config.WriteTimeout): a client that does
 // not take it in time is dropped as lagging. The deadline is cleared once
