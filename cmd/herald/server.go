@@ -126,7 +126,10 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 // authConfig makes the authenticator's configuration, generating a secret
 // and an API key for development when none is configured.
 func (s *server) authConfig(rdb redis.UniversalClient) (auth.Config, error) {
-	cfg := auth.Config{Secret: []byte(s.cfg.secret), APIKeys: s.cfg.apiKeys}
+	cfg := auth.Config{Secret: []byte(s.cfg.secret), APIKeys: s.cfg.apiKeys, Leeway: s.cfg.tokenLeeway}
+	if cfg.Leeway == 0 {
+		cfg.Leeway = -1 // --token-leeway 0 means none; auth's zero is its default
+	}
 	if s.cfg.secret == "" {
 		cfg.Secret = []byte(randomHex(32))
 		s.log.Warn("DEVELOPMENT MODE: no --secret given; tokens are signed with a secret generated for this run only (set HERALD_SECRET in production)")
