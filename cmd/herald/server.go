@@ -241,21 +241,16 @@ func (s *server) debugRoutes() *http.ServeMux {
 	return mux
 }
 
-// pinger is the optional ability of a broker to report reachability.
-type pinger interface{ Ping(context.Context) error }
-
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		http.Error(w, "draining\n", http.StatusServiceUnavailable)
 		return
 	}
-	if p, ok := s.broker.(pinger); ok {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := p.Ping(ctx); err != nil {
-			http.Error(w, "broker unreachable: "+err.Error()+"\n", http.StatusServiceUnavailable)
-			return
-		}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.broker.Ping(ctx); err != nil {
+		http.Error(w, "broker unreachable: "+err.Error()+"\n", http.StatusServiceUnavailable)
+		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }
