@@ -3,6 +3,7 @@ package notify_test
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -151,5 +152,19 @@ func TestNormalizeBatch(t *testing.T) {
 	bad := []notify.Publication{raw[0], {Channel: "c", Data: json.RawMessage(`nope`)}}
 	if _, err := notify.NormalizeBatch(bad, 0); !errors.Is(err, notify.ErrInvalidData) || !strings.Contains(err.Error(), "message 1:") {
 		t.Fatalf("invalid second message: %v; want invalid_data naming message 1", err)
+	}
+}
+
+// TestNewMessageEncodesOnce: a message's encoding is allocated once, even
+// with the longest IDs and timestamps (a real ID has 13-digit milliseconds,
+// which overflowed the old estimate and made every message allocate its
+// encoding twice).
+func TestNewMessageEncodesOnce(t *testing.T) {
+	data := []byte(`{"order":12345,"status":"shipped"}`)
+	for _, id := range []notify.ID{{Ms: 1700000000000, Seq: 3}, {Ms: math.MaxUint64, Seq: math.MaxUint64}} {
+		allocs := testing.AllocsPerRun(100, func() { notify.NewMessage("user:42", id, "order.shipped", data) })
+		if allocs != 2 {
+			t.Errorf("NewMessage with ID %v: %v allocations; want 2 (the envelope and its encoding)", id, allocs)
+		}
 	}
 }
