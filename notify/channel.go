@@ -3,6 +3,7 @@ package notify
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 )
 
@@ -94,35 +95,129 @@ var nameByte = func() (t [256]bool) {
 }()
 
 // Publication is a message to publish: the broker assigns its ID.
+//
+// A publication is validated and its data compacted exactly once per
+// publish, by Normalize, wherever it enters: an entry point that must refuse
+// bad input before doing anything else (the REST API checks a whole batch
+// before charging the rate limit) normalizes it and hands the result to
+// Broker.Publish; otherwise the broker normalizes it. Normalize marks its
+// result, and a broker trusts the mark instead of validating again (see
+// Normalized). A Go caller that builds a Publication and calls
+// Broker.Publish with it gets it validated like any other.
 type Publication struct {
 	Channel string
 	Event   string
 	Data    json.RawMessage // any JSON value; empty means null
+
+	// checked is what Normalize validated, set only by Normalize. Its
+	// copies of the fields let Normalized see a field changed since:
+	// the mark then no longer holds.
+	checked struct {
+		channel, event string
+		data           []byte // the compact data Normalize returned
+	}
 }
 
-// Normalize validates p against maxPayload (zero means DefaultMaxPayload) and
-// returns its data in compact form: envelopes are single lines on every
-// transport (NDJSON, SSE data fields), so data never carries newlines.
-// Normalize does not modify p.
-func (p *Publication) Normalize(maxPayload int) ([]byte, error) {
+// Normalize validates p against maxPayload (zero means DefaultMaxPayload)
+// and returns it with its data in compact form (envelopes are single lines
+// on every transport — NDJSON, SSE data fields — so data never carries
+// newlines), marked as normalized. It does not modify p.
+//
+// A publication that is already Normalized is not validated again: only its
+// size is checked against maxPayload, which may be smaller than the limit it
+// was normalized with. Normalize is therefore free to call on its own
+// result, and brokers call it on every publication they receive.
+func (p Publication) Normalize(maxPayload int) (Publication, error) {
 	if maxPayload <= 0 {
 		maxPayload = DefaultMaxPayload
 	}
+	if p.Normalized() {
+		if err := checkSize(p.Data, maxPayload); err != nil {
+			return Publication{}, err
+		}
+		return p, nil
+	}
 	if err := ValidateChannel(p.Channel); err != nil {
-		return nil, err
+		return Publication{}, err
 	}
 	if err := ValidateEvent(p.Event); err != nil {
-		return nil, err
+		return Publication{}, err
 	}
-	if len(p.Data) > maxPayload {
-		return nil, errorf(ErrTooLarge, "data is %d bytes; the limit is %d", len(p.Data), maxPayload)
+	if err := checkSize(p.Data, maxPayload); err != nil {
+		return Publication{}, err
 	}
-	if len(bytes.TrimSpace(p.Data)) == 0 {
+	data, err := compact(p.Data)
+	if err != nil {
+		return Publication{}, err
+	}
+	n := Publication{Channel: p.Channel, Event: p.Event, Data: data}
+	n.checked.channel, n.checked.event, n.checked.data = p.Channel, p.Event, data
+	return n, nil
+}
+
+// Normalized reports whether p is a result of Normalize whose fields have
+// not changed since: valid names, and data that is the compact JSON
+// Normalize made (the same bytes, not a copy). Brokers publish such a
+// publication without validating it again. Do not modify the bytes of a
+// normalized publication's Data: make a new Publication instead.
+func (p Publication) Normalized() bool {
+	c := &p.checked
+	return c.data != nil && len(p.Data) == len(c.data) && &p.Data[0] == &c.data[0] &&
+		p.Channel == c.channel && p.Event == c.event
+}
+
+// NormalizeBatch normalizes every publication of ps against maxPayload, for
+// a broker's PublishBatch: it returns the first failure, naming its index
+// ("message 3: …"), so that an invalid message publishes nothing. It
+// returns ps itself when every publication is normalized already, and
+// never modifies ps.
+func NormalizeBatch(ps []Publication, maxPayload int) ([]Publication, error) {
+	var out []Publication // nil while every publication so far was normalized already
+	for i := range ps {
+		n, err := ps[i].Normalize(maxPayload)
+		if err != nil {
+			return nil, indexed(i, err)
+		}
+		if out == nil && !ps[i].Normalized() {
+			out = make([]Publication, len(ps))
+			copy(out, ps[:i])
+		}
+		if out != nil {
+			out[i] = n
+		}
+	}
+	if out == nil {
+		return ps, nil
+	}
+	return out, nil
+}
+
+// indexed prefixes the message of err with the index of the batch entry it
+// is about, keeping its code.
+func indexed(i int, err error) error {
+	var e *Error
+	if asError(err, &e) {
+		return &Error{Code: e.Code, Message: fmt.Sprintf("message %d: %s", i, e.Message)}
+	}
+	return fmt.Errorf("message %d: %w", i, err)
+}
+
+func checkSize(data []byte, maxPayload int) error {
+	if len(data) > maxPayload {
+		return errorf(ErrTooLarge, "data is %d bytes; the limit is %d", len(data), maxPayload)
+	}
+	return nil
+}
+
+// compact returns data in compact form, or why it is not one JSON value.
+// Empty data is null.
+func compact(data []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
 		return []byte("null"), nil
 	}
 	var buf bytes.Buffer
-	buf.Grow(len(p.Data))
-	if err := json.Compact(&buf, p.Data); err != nil {
+	buf.Grow(len(data))
+	if err := json.Compact(&buf, data); err != nil {
 		return nil, errorf(ErrInvalidData, "data is not valid JSON: %v", err)
 	}
 	return buf.Bytes(), nil

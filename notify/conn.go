@@ -164,10 +164,7 @@ func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 		// position with a gap notice, as the broker's own catch-up does,
 		// after moving the channel's IDs past it so that no new message
 		// gets an ID the client would take for one it has seen.
-		err = nil
-		if a, ok := h.broker.(IDAdvancer); ok {
-			err = a.AdvanceIDs(ctx, req.Channel, since)
-		}
+		err = h.broker.AdvanceIDs(ctx, req.Channel, since)
 		page = History{Gap: true}
 	}
 	if err != nil {

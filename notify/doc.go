@@ -6,13 +6,23 @@
 //
 // # Data flow
 //
-// A publisher calls Broker.Publish. The broker assigns the message an ID
-// (strictly increasing per channel), stores it in the channel's bounded
-// history and delivers it to every instance subscribed to the channel. On
-// each instance the Hub encodes it once (NewMessage) and queues the same
-// *Envelope on every local subscriber: a pointer push under the
-// subscriber's lock, no allocation, never a wait. Each connection's writer
-// drains its queue and writes the batch.
+// A publisher calls Broker.Publish (or PublishBatch). The broker validates
+// the publication and compacts its data, unless the publisher already did
+// with Publication.Normalize (once per publish, whoever does it), assigns
+// the message an ID (strictly increasing per channel), stores it in the
+// channel's bounded history and delivers it to every instance subscribed
+// to the channel. On each instance the Hub encodes it once (NewMessage)
+// and queues the same *Envelope on every local subscriber: a pointer push
+// under the subscriber's lock, no allocation, never a wait. Each
+// connection's writer drains its queue and writes the batch.
+//
+// # The Broker interface
+//
+// Every broker implements all of Broker: publishing (single and batch),
+// subscriptions, history, AdvanceIDs (moving a channel's IDs past a
+// position the broker lost) and Ping (readiness). Callers use them
+// directly, never by type assertion, so a decorator that embeds a Broker
+// overrides only the methods it changes and passes the rest through.
 //
 // # Concurrency contract
 //

@@ -5,7 +5,7 @@ import (
 	"unicode/utf8"
 )
 
-// Envelope types sent by the server (DESIGN §4).
+// Envelope types sent by the server (docs/protocol.md, "Envelopes").
 const (
 	TypeMessage      = "message"
 	TypeSubscribed   = "subscribed"
@@ -41,11 +41,17 @@ type Envelope struct {
 	raw []byte // the encoding, set by NewMessage; immutable
 }
 
+// messageOverhead is the most a message envelope holds besides its channel,
+// event and data: the field names and punctuation, an ID of two 20-digit
+// numbers and a 20-character timestamp. Names need no escaping (they are
+// validated), so the encoding fits in one allocation.
+const messageOverhead = len(`{"type":"message","channel":"","id":"","event":"","data":,"ts":}`) + 41 + 20
+
 // NewMessage returns the message envelope of a published message, encoded
 // once. data must be compact JSON (see Publication.Normalize).
 func NewMessage(channel string, id ID, event string, data []byte) *Envelope {
 	e := &Envelope{Type: TypeMessage, Channel: channel, ID: id, Event: event, Data: data, TS: int64(id.Ms)}
-	e.raw = e.AppendJSON(make([]byte, 0, 80+len(channel)+len(event)+len(data)))
+	e.raw = e.AppendJSON(make([]byte, 0, messageOverhead+len(channel)+len(event)+len(data)))
 	return e
 }
 

@@ -35,7 +35,6 @@ type MemoryBroker struct {
 }
 
 var _ Broker = (*MemoryBroker)(nil)
-var _ BatchPublisher = (*MemoryBroker)(nil)
 
 type memChannel struct {
 	mu         sync.Mutex
@@ -80,16 +79,38 @@ func (b *MemoryBroker) Publish(ctx context.Context, p Publication) (ID, error) {
 	if err := ctx.Err(); err != nil {
 		return ID{}, err
 	}
-	data, err := p.Normalize(b.cfg.MaxPayload)
+	p, err := p.Normalize(b.cfg.MaxPayload)
 	if err != nil {
 		return ID{}, err
 	}
+	return b.publish(p), nil
+}
+
+// PublishBatch implements Broker. The batch is validated whole first: an
+// invalid message publishes nothing.
+func (b *MemoryBroker) PublishBatch(ctx context.Context, ps []Publication) ([]ID, error) {
+	ps, err := NormalizeBatch(ps, b.cfg.MaxPayload)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]ID, 0, len(ps))
+	for _, p := range ps {
+		if err := ctx.Err(); err != nil {
+			return ids, err
+		}
+		ids = append(ids, b.publish(p))
+	}
+	return ids, nil
+}
+
+// publish stores and delivers p, which Normalize returned.
+func (b *MemoryBroker) publish(p Publication) ID {
 	c := b.channel(p.Channel, true)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := b.cfg.now()
 	c.last = c.last.Next(uint64(now.UnixMilli()))
-	m := NewMessage(p.Channel, c.last, p.Event, data)
+	m := NewMessage(p.Channel, c.last, p.Event, p.Data)
 	c.appendLocked(m, b.cfg.HistorySize)
 	c.touched = now
 	// Delivering under c.mu keeps deliveries in ID order; Deliver never
@@ -97,26 +118,7 @@ func (b *MemoryBroker) Publish(ctx context.Context, p Publication) (ID, error) {
 	for _, s := range c.sinks {
 		s.Deliver(m)
 	}
-	return m.ID, nil
-}
-
-// PublishBatch implements BatchPublisher. The batch is validated whole first:
-// an invalid message publishes nothing.
-func (b *MemoryBroker) PublishBatch(ctx context.Context, ps []Publication) ([]ID, error) {
-	for i := range ps {
-		if _, err := ps[i].Normalize(b.cfg.MaxPayload); err != nil {
-			return nil, err
-		}
-	}
-	ids := make([]ID, 0, len(ps))
-	for _, p := range ps {
-		id, err := b.Publish(ctx, p)
-		if err != nil {
-			return ids, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, nil
+	return m.ID
 }
 
 func (c *memChannel) appendLocked(m *Envelope, size int) {
@@ -188,7 +190,11 @@ func (b *MemoryBroker) History(ctx context.Context, channel string, after ID, li
 	return h, nil
 }
 
-// AdvanceIDs implements IDAdvancer: the channel's next IDs come after past.
+// Ping implements Broker: the memory broker is in the process, always
+// reachable.
+func (b *MemoryBroker) Ping(context.Context) error { return nil }
+
+// AdvanceIDs implements Broker: the channel's next IDs come after past.
 func (b *MemoryBroker) AdvanceIDs(ctx context.Context, channel string, past ID) error {
 	if err := ValidateChannel(channel); err != nil {
 		return err

@@ -162,7 +162,10 @@ type publication struct {
 //	{"channel":"news","event":"breaking","data":{…}}  → {"id":"…"}
 //	{"messages":[{…},{…}]}                             → {"ids":["…","…"]}
 //
-// A batch is validated and authorized whole before any of it is published.
+// A batch is validated and authorized whole before any of it is published
+// or charged to the rate limit. Each message is validated (and its data
+// compacted) here, once: the broker trusts the normalized publications it
+// is handed (notify.Publication.Normalized).
 func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	c, err := a.authenticate(r)
 	if err != nil {
@@ -191,8 +194,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	ps := make([]notify.Publication, len(pubs))
 	for i, p := range pubs {
-		ps[i] = notify.Publication{Channel: p.Channel, Event: p.Event, Data: p.Data}
-		if _, err := ps[i].Normalize(a.maxPayload); err != nil {
+		if ps[i], err = (notify.Publication{Channel: p.Channel, Event: p.Event, Data: p.Data}).Normalize(a.maxPayload); err != nil {
 			a.fail(w, indexed(batch, i, err))
 			return
 		}
@@ -209,16 +211,12 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	broker := a.hub.Broker()
 	var ids []notify.ID
-	if bp, ok := broker.(notify.BatchPublisher); ok && batch {
-		ids, err = bp.PublishBatch(r.Context(), ps)
+	if batch {
+		ids, err = broker.PublishBatch(r.Context(), ps)
 	} else {
-		for _, p := range ps {
-			var id notify.ID
-			if id, err = broker.Publish(r.Context(), p); err != nil {
-				break
-			}
-			ids = append(ids, id)
-		}
+		var id notify.ID
+		id, err = broker.Publish(r.Context(), ps[0])
+		ids = []notify.ID{id}
 	}
 	if err != nil {
 		a.fail(w, err)

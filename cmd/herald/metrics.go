@@ -138,7 +138,8 @@ func (m *metrics) Rejected(transport, code string) {
 	m.rejected.WithLabelValues(transport, code).Inc()
 }
 
-// countingBroker counts publishes; everything else goes to the broker.
+// countingBroker counts publishes; everything else is the embedded
+// broker's.
 type countingBroker struct {
 	notify.Broker
 	m *metrics
@@ -150,41 +151,15 @@ func (b countingBroker) Publish(ctx context.Context, p notify.Publication) (noti
 	return id, err
 }
 
+// PublishBatch counts the published prefix as ok and the rest, if the
+// batch failed, as errors.
 func (b countingBroker) PublishBatch(ctx context.Context, ps []notify.Publication) ([]notify.ID, error) {
-	bp, ok := b.Broker.(notify.BatchPublisher)
-	if !ok {
-		ids := make([]notify.ID, 0, len(ps))
-		for _, p := range ps {
-			id, err := b.Publish(ctx, p)
-			if err != nil {
-				return ids, err
-			}
-			ids = append(ids, id)
-		}
-		return ids, nil
-	}
-	ids, err := bp.PublishBatch(ctx, ps)
+	ids, err := b.Broker.PublishBatch(ctx, ps)
 	b.count(len(ids), nil)
 	if err != nil {
 		b.count(len(ps)-len(ids), err)
 	}
 	return ids, err
-}
-
-func (b countingBroker) Ping(ctx context.Context) error {
-	if p, ok := b.Broker.(pinger); ok {
-		return p.Ping(ctx)
-	}
-	return nil
-}
-
-// AdvanceIDs passes notify.IDAdvancer through: the hub finds it by a type
-// assertion, which the wrapper would otherwise hide.
-func (b countingBroker) AdvanceIDs(ctx context.Context, channel string, past notify.ID) error {
-	if a, ok := b.Broker.(notify.IDAdvancer); ok {
-		return a.AdvanceIDs(ctx, channel, past)
-	}
-	return nil
 }
 
 func (b countingBroker) count(n int, err error) {

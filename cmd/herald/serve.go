@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/notify/auth"
 )
 
 type serveConfig struct {
@@ -21,6 +23,7 @@ type serveConfig struct {
 	apiKeys           listFlag
 	allowedOrigins    listFlag
 	singleUseTokens   bool
+	tokenLeeway       time.Duration
 	historySize       int
 	historyTTL        time.Duration
 	queueLength       int
@@ -85,6 +88,7 @@ Flags:
 	fs.Var(&c.apiKeys, "api-key", "server-to-server API key (repeatable or comma-separated); empty generates one for this run")
 	fs.Var(&c.allowedOrigins, "allowed-origins", "browser origins allowed cross-site, e.g. https://app.example.com,https://*.example.com")
 	fs.BoolVar(&c.singleUseTokens, "single-use-tokens", false, "accept each token once (IDs recorded in Redis, or memory) until it expires")
+	fs.DurationVar(&c.tokenLeeway, "token-leeway", auth.DefaultLeeway, "clock skew tolerated on token expiry: a token is accepted until its expiry plus this (0: none)")
 	fs.IntVar(&c.historySize, "history-size", 1000, "messages retained per channel for resume")
 	fs.DurationVar(&c.historyTTL, "history-ttl", 24*time.Hour, "a channel's history expires after this long without a publish")
 	fs.IntVar(&c.queueLength, "queue-length", 1024, "per-connection queue bound; a client further behind is disconnected (lagged) and resumes")
@@ -124,6 +128,9 @@ func (c *serveConfig) validate() error {
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if c.tokenLeeway < 0 {
+		errs = append(errs, errors.New("--token-leeway must not be negative (0 means none)"))
 	}
 	if c.publishRate < 0 {
 		errs = append(errs, errors.New("--publish-rate must not be negative"))

@@ -126,7 +126,10 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 // authConfig makes the authenticator's configuration, generating a secret
 // and an API key for development when none is configured.
 func (s *server) authConfig(rdb redis.UniversalClient) (auth.Config, error) {
-	cfg := auth.Config{Secret: []byte(s.cfg.secret), APIKeys: s.cfg.apiKeys}
+	cfg := auth.Config{Secret: []byte(s.cfg.secret), APIKeys: s.cfg.apiKeys, Leeway: s.cfg.tokenLeeway}
+	if cfg.Leeway == 0 {
+		cfg.Leeway = -1 // --token-leeway 0 means none; auth's zero is its default
+	}
 	if s.cfg.secret == "" {
 		cfg.Secret = []byte(randomHex(32))
 		s.log.Warn("DEVELOPMENT MODE: no --secret given; tokens are signed with a secret generated for this run only (set HERALD_SECRET in production)")
@@ -238,21 +241,16 @@ func (s *server) debugRoutes() *http.ServeMux {
 	return mux
 }
 
-// pinger is the optional ability of a broker to report reachability.
-type pinger interface{ Ping(context.Context) error }
-
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		http.Error(w, "draining\n", http.StatusServiceUnavailable)
 		return
 	}
-	if p, ok := s.broker.(pinger); ok {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := p.Ping(ctx); err != nil {
-			http.Error(w, "broker unreachable: "+err.Error()+"\n", http.StatusServiceUnavailable)
-			return
-		}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.broker.Ping(ctx); err != nil {
+		http.Error(w, "broker unreachable: "+err.Error()+"\n", http.StatusServiceUnavailable)
+		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }

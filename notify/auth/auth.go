@@ -51,7 +51,12 @@ type Config struct {
 	VerifyKeys []crypto.PublicKey
 	// APIKeys authenticate server-to-server calls (publish, minting).
 	APIKeys []string
-	// Leeway tolerates clock skew on exp, nbf and iat. Default 30s.
+	// Leeway tolerates clock skew between the clock that minted a token
+	// and the one verifying it, on exp, nbf and iat: a token is accepted
+	// until its exp plus Leeway, so it lives up to its TTL plus Leeway.
+	// Keep it small next to the TTLs in use. Default DefaultLeeway;
+	// negative means none (the clocks must then agree to the second: exp
+	// and iat are whole seconds).
 	Leeway time.Duration
 	// DefaultTTL is a minted token's lifetime when none is asked.
 	// Default 10m.
@@ -66,6 +71,10 @@ type Config struct {
 // MinSecretLen is the shortest accepted HS256 secret.
 const MinSecretLen = 32
 
+// DefaultLeeway is Config.Leeway's default: enough for clocks kept by NTP,
+// short enough that a one-second token does not live several times longer.
+const DefaultLeeway = 5 * time.Second
+
 // Authenticator mints and verifies tokens and checks API keys.
 type Authenticator struct {
 	cfg     Config
@@ -79,8 +88,11 @@ func New(cfg Config) (*Authenticator, error) {
 	if len(cfg.Secret) < MinSecretLen {
 		return nil, fmt.Errorf("auth: the secret must be at least %d bytes", MinSecretLen)
 	}
-	if cfg.Leeway <= 0 {
-		cfg.Leeway = 30 * time.Second
+	switch {
+	case cfg.Leeway == 0:
+		cfg.Leeway = DefaultLeeway
+	case cfg.Leeway < 0:
+		cfg.Leeway = 0
 	}
 	if cfg.DefaultTTL <= 0 {
 		cfg.DefaultTTL = 10 * time.Minute
@@ -204,6 +216,9 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (*notify.Grant
 		if c.ID == "" {
 			return nil, notify.Errorf(notify.ErrUnauthorized, "invalid token: single-use tokens need an ID (jti)")
 		}
+		// Recorded for as long as the parser accepts the token (until
+		// exp + Leeway), so that it cannot be replayed at the end of
+		// its leeway.
 		fresh, err := a.cfg.SingleUse.Use(ctx, c.Issuer+"/"+c.ID, c.ExpiresAt.Add(a.cfg.Leeway))
 		if err != nil {
 			return nil, notify.Unavailable("token replay check", err)

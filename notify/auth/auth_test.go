@@ -12,6 +12,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -126,10 +127,80 @@ func TestRejectedTokens(t *testing.T) {
 	for _, g := range []string{"", "x", "a.b.c", "..", strings.Repeat("A", 10000)} {
 		mustUnauthorized(t, a, g, "garbage "+g[:min(len(g), 10)])
 	}
-	// Within the leeway: accepted.
-	skew := sign(t, jwt.SigningMethodHS256, secret, claims("u1", now.Add(-5*time.Second)))
+	// Within the leeway: accepted (exp is whole seconds: 2 to 3s ago).
+	skew := sign(t, jwt.SigningMethodHS256, secret, claims("u1", now.Add(-2*time.Second)))
 	if _, err := a.Verify(context.Background(), skew); err != nil {
-		t.Fatalf("token expired 5s ago (within the 30s leeway) rejected: %v", err)
+		t.Fatalf("token expired 2s ago (within the 5s leeway) rejected: %v", err)
+	}
+}
+
+// TestLeewayBoundary: a token minted for one second is accepted until its
+// expiry plus the leeway and refused from that instant on. Fake time
+// (synctest) puts each Verify at the exact instant, with no real sleep.
+func TestLeewayBoundary(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		leeway time.Duration // Config.Leeway
+		want   time.Duration // the leeway in effect
+	}{
+		{"default", 0, 5 * time.Second},
+		{"2s", 2 * time.Second, 2 * time.Second},
+		{"none", -1, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				a := newAuth(t, auth.Config{Leeway: c.leeway})
+				tok, exp, err := a.Mint(auth.TokenRequest{User: "u", TTL: time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The bubble's clock starts on a whole second, so
+				// the whole-second exp is exactly the TTL away.
+				if d := time.Until(exp); d != time.Second {
+					t.Fatalf("expiry in %v; want 1s", d)
+				}
+				verifyAt(t, a, tok, exp.Add(-time.Nanosecond), "")
+				if c.want > 0 {
+					verifyAt(t, a, tok, exp.Add(c.want-time.Nanosecond), "")
+				}
+				verifyAt(t, a, tok, exp.Add(c.want), "expired")
+				verifyAt(t, a, tok, exp.Add(c.want+time.Hour), "expired")
+			})
+		})
+	}
+}
+
+// TestSingleUseCoversTheLeeway: a single-use token stays recorded for as
+// long as it is accepted, so a replay at the last instant of its leeway is
+// refused as a replay.
+func TestSingleUseCoversTheLeeway(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a := newAuth(t, auth.Config{Leeway: 2 * time.Second, SingleUse: auth.NewMemoryReplay()})
+		tok, exp, err := a.Mint(auth.TokenRequest{User: "u", TTL: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifyAt(t, a, tok, time.Now(), "")
+		verifyAt(t, a, tok, exp.Add(2*time.Second-time.Nanosecond), "already used")
+		verifyAt(t, a, tok, exp.Add(2*time.Second), "expired")
+	})
+}
+
+// verifyAt sleeps (in a synctest bubble) until at and verifies tok there:
+// it must pass if refusal is empty, else fail as unauthorized with a
+// message containing refusal.
+func verifyAt(t *testing.T, a *auth.Authenticator, tok string, at time.Time, refusal string) {
+	t.Helper()
+	time.Sleep(time.Until(at))
+	if !time.Now().Equal(at) {
+		t.Fatalf("the clock is at %v; want %v (not in a synctest bubble?)", time.Now(), at)
+	}
+	_, err := a.Verify(context.Background(), tok)
+	switch {
+	case refusal == "" && err != nil:
+		t.Fatalf("at %v: refused: %v; want accepted", at, err)
+	case refusal != "" && (!errors.Is(err, notify.ErrUnauthorized) || !strings.Contains(err.Error(), refusal)):
+		t.Fatalf("at %v: Verify err = %v; want unauthorized, %q", at, err, refusal)
 	}
 }
 

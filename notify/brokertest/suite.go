@@ -1,6 +1,7 @@
 // Package brokertest is the conformance suite every notify.Broker passes: the
-// promises of DESIGN §1 checked through a real Hub. The memory broker runs it
-// in notify's tests, the Redis broker against a real redis-server.
+// promises of docs/architecture.md ("The promises and how each is kept")
+// checked through a real Hub. The memory broker runs it in notify's tests,
+// the Redis broker against a real redis-server.
 package brokertest
 
 import (
@@ -42,6 +43,7 @@ func Run(t *testing.T, backend Backend) {
 		{"StalledSubscriber", testStalledSubscriber},
 		{"Unsubscribe", testUnsubscribe},
 		{"ResumeFromSubscribedPosition", testResumeFromSubscribedPosition},
+		{"AdvanceIDsAndPing", testAdvanceIDsAndPing},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { sc.fn(t, backend) })
@@ -204,13 +206,40 @@ func testBadInput(t *testing.T, backend Backend) {
 			t.Errorf("%s: err = %v; want %s", c.name, err, c.want.Code)
 		}
 	}
-	if bp, ok := b.(notify.BatchPublisher); ok {
-		_, err := bp.PublishBatch(ctx, []notify.Publication{
-			{Channel: "bad", Data: json.RawMessage(`1`)},
-			{Channel: "bad", Data: json.RawMessage(`nope`)},
-		})
-		if !errors.Is(err, notify.ErrInvalidData) {
-			t.Errorf("batch with one invalid message: err = %v; want invalid_data", err)
+	_, err := b.PublishBatch(ctx, []notify.Publication{
+		{Channel: "bad", Data: json.RawMessage(`1`)},
+		{Channel: "bad", Data: json.RawMessage(`nope`)},
+	})
+	if !errors.Is(err, notify.ErrInvalidData) || !strings.Contains(err.Error(), "message 1") {
+		t.Errorf("batch with one invalid message: err = %v; want invalid_data naming message 1", err)
+	}
+	// A normalized publication changed afterwards is validated again, and
+	// one normalized with a larger limit still meets the broker's.
+	n, err := notify.Publication{Channel: "bad", Data: json.RawMessage(`1`)}.Normalize(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed, redata := n, n
+	renamed.Channel = "a b"
+	redata.Data = json.RawMessage(`nope`)
+	large, err := notify.Publication{Channel: "bad", Data: json.RawMessage(`"` + strings.Repeat("x", notify.DefaultMaxPayload) + `"`)}.Normalize(2 * notify.DefaultMaxPayload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		pub  notify.Publication
+		want *notify.Error
+	}{
+		{"normalized, then renamed", renamed, notify.ErrInvalidChannel},
+		{"normalized, then new data", redata, notify.ErrInvalidData},
+		{"normalized with a larger limit", large, notify.ErrTooLarge},
+	} {
+		if _, err := b.Publish(ctx, c.pub); !errors.Is(err, c.want) {
+			t.Errorf("%s: err = %v; want %s", c.name, err, c.want.Code)
+		}
+		if _, err := b.PublishBatch(ctx, []notify.Publication{n, c.pub}); !errors.Is(err, c.want) {
+			t.Errorf("batch with %s: err = %v; want %s", c.name, err, c.want.Code)
 		}
 	}
 	h, err := b.History(ctx, "bad", notify.ID{}, 10)
@@ -389,4 +418,32 @@ func testResumeFromSubscribedPosition(t *testing.T, backend Backend) {
 	again.Subscribe(t, "empty", envs[1].ID.String())
 	checkExact(t, "resumed from the subscribed position", again.WaitMessages(t, "quiet", 3, 10*time.Second), missed)
 	checkExact(t, "resumed from 0-0", again.WaitMessages(t, "empty", 3, 10*time.Second), missedEmpty)
+}
+
+// testAdvanceIDsAndPing: AdvanceIDs moves a channel's next IDs past a
+// position, never backwards, and refuses a bad channel; Ping answers.
+func testAdvanceIDsAndPing(t *testing.T, backend Backend) {
+	b := backend(t, Options{})()
+	ctx := ctxT(t)
+	if err := b.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	first := Publish(t, ctx, b, "advance", 1)
+	past := notify.ID{Ms: first.Ms + 60_000, Seq: 7}
+	if err := b.AdvanceIDs(ctx, "advance", past); err != nil {
+		t.Fatalf("AdvanceIDs: %v", err)
+	}
+	second := Publish(t, ctx, b, "advance", 2)
+	if !second.After(past) {
+		t.Fatalf("after AdvanceIDs(%v) the next ID is %v", past, second)
+	}
+	if err := b.AdvanceIDs(ctx, "advance", first); err != nil {
+		t.Fatalf("AdvanceIDs backwards: %v", err)
+	}
+	if third := Publish(t, ctx, b, "advance", 3); !third.After(second) {
+		t.Fatalf("after AdvanceIDs(%v), an earlier position, the next ID is %v; want after %v", first, third, second)
+	}
+	if err := b.AdvanceIDs(ctx, "a b", past); !errors.Is(err, notify.ErrInvalidChannel) {
+		t.Errorf("AdvanceIDs(invalid channel) err = %v; want invalid_channel", err)
+	}
 }

@@ -83,7 +83,6 @@ type Broker struct {
 }
 
 var _ notify.Broker = (*Broker)(nil)
-var _ notify.BatchPublisher = (*Broker)(nil)
 
 // New returns a Broker and starts its Pub/Sub read loops.
 func New(cfg Config) (*Broker, error) {
@@ -147,7 +146,7 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-// Ping checks that Redis answers, for readiness probes.
+// Ping implements notify.Broker: it checks that Redis answers.
 func (b *Broker) Ping(ctx context.Context) error {
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		return notify.Unavailable("ping", err)
@@ -187,11 +186,11 @@ return id
 
 // Publish implements notify.Publisher.
 func (b *Broker) Publish(ctx context.Context, p notify.Publication) (notify.ID, error) {
-	data, err := p.Normalize(b.cfg.MaxPayload)
+	p, err := p.Normalize(b.cfg.MaxPayload)
 	if err != nil {
 		return notify.ID{}, err
 	}
-	res, err := b.run(ctx, b.publish, []string{b.streamKey(p.Channel)}, b.publishArgs(p, data)...).Text()
+	res, err := b.run(ctx, b.publish, []string{b.streamKey(p.Channel)}, b.publishArgs(p)...).Text()
 	if err != nil {
 		b.stats.errors.Add(1)
 		return notify.ID{}, notify.Unavailable("publish", err)
@@ -199,8 +198,10 @@ func (b *Broker) Publish(ctx context.Context, p notify.Publication) (notify.ID, 
 	return notify.ParseID(res)
 }
 
-func (b *Broker) publishArgs(p notify.Publication, data []byte) []any {
-	return []any{b.cfg.HistorySize, b.cfg.HistoryTTL.Milliseconds(), p.Event, data, b.pubsubChannel(p.Channel)}
+// publishArgs are the publish script's arguments for p, which Normalize
+// returned.
+func (b *Broker) publishArgs(p notify.Publication) []any {
+	return []any{b.cfg.HistorySize, b.cfg.HistoryTTL.Milliseconds(), p.Event, []byte(p.Data), b.pubsubChannel(p.Channel)}
 }
 
 // run runs a script by its SHA: one round trip. If Redis lost its script
@@ -225,29 +226,26 @@ func runOn(ctx context.Context, c redis.Scripter, s *redis.Script, keys []string
 	return cmd
 }
 
-// PublishBatch implements notify.BatchPublisher: the whole batch is validated
-// first (an invalid message publishes nothing), then sent in one pipeline.
+// PublishBatch implements notify.Broker: the whole batch is validated first
+// (an invalid message publishes nothing), then sent in one pipeline (on a
+// cluster, one per master).
 func (b *Broker) PublishBatch(ctx context.Context, ps []notify.Publication) ([]notify.ID, error) {
-	datas := make([][]byte, len(ps))
-	for i := range ps {
-		d, err := ps[i].Normalize(b.cfg.MaxPayload)
-		if err != nil {
-			return nil, fmt.Errorf("message %d: %w", i, err)
-		}
-		datas[i] = d
+	ps, err := notify.NormalizeBatch(ps, b.cfg.MaxPayload)
+	if err != nil {
+		return nil, err
 	}
 	if len(ps) == 0 {
 		return nil, nil
 	}
 	if b.cluster != nil {
-		return b.publishBatchCluster(ctx, ps, datas)
+		return b.publishBatchCluster(ctx, ps)
 	}
 	// EVALSHA in a pipeline: load the script once if Redis lost it.
 	run := func() ([]*redis.Cmd, error) {
 		pipe := b.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(ps))
 		for i, p := range ps {
-			cmds[i] = publishScript.EvalSha(ctx, pipe, []string{b.streamKey(p.Channel)}, b.publishArgs(p, datas[i])...)
+			cmds[i] = publishScript.EvalSha(ctx, pipe, []string{b.streamKey(p.Channel)}, b.publishArgs(p)...)
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err
@@ -308,7 +306,7 @@ end
 return 0
 `)
 
-// AdvanceIDs implements notify.IDAdvancer: after it, the channel's stream
+// AdvanceIDs implements notify.Broker: after it, the channel's stream
 // generates IDs after past. Used when Redis lost writes that were delivered
 // (see catchUp).
 func (b *Broker) AdvanceIDs(ctx context.Context, channel string, past notify.ID) error {

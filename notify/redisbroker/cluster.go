@@ -337,7 +337,7 @@ func isRedirect(err error) bool {
 // publishBatchCluster sends one pipeline per master, concurrently. A
 // message refused with NOSCRIPT or a redirection did not run and is sent
 // again alone.
-func (b *Broker) publishBatchCluster(ctx context.Context, ps []notify.Publication, datas [][]byte) ([]notify.ID, error) {
+func (b *Broker) publishBatchCluster(ctx context.Context, ps []notify.Publication) ([]notify.ID, error) {
 	type group struct {
 		node *redis.Client
 		idx  []int
@@ -361,7 +361,7 @@ func (b *Broker) publishBatchCluster(ctx context.Context, ps []notify.Publicatio
 		wg.Go(func() {
 			pipe := g.node.Pipeline()
 			for _, i := range g.idx {
-				cmds[i] = b.publish.EvalSha(ctx, pipe, []string{b.streamKey(ps[i].Channel)}, b.publishArgs(ps[i], datas[i])...)
+				cmds[i] = b.publish.EvalSha(ctx, pipe, []string{b.streamKey(ps[i].Channel)}, b.publishArgs(ps[i])...)
 			}
 			_, _ = pipe.Exec(ctx)
 		})
@@ -370,7 +370,7 @@ func (b *Broker) publishBatchCluster(ctx context.Context, ps []notify.Publicatio
 	ids := make([]notify.ID, 0, len(ps))
 	for i, c := range cmds {
 		if err := c.Err(); redis.HasErrorPrefix(err, "NOSCRIPT") || isRedirect(err) {
-			c = b.run(ctx, b.publish, []string{b.streamKey(ps[i].Channel)}, b.publishArgs(ps[i], datas[i])...)
+			c = b.run(ctx, b.publish, []string{b.streamKey(ps[i].Channel)}, b.publishArgs(ps[i])...)
 		}
 		s, err := c.Text()
 		if err != nil {

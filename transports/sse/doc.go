@@ -26,10 +26,12 @@
 // without a position carry no id and leave the browser's last one in
 // place. A line holding only ":" is the heartbeat.
 //
-// The position to resume from is the Last-Event-ID header, else the since
-// query parameter, else last_event_id. The header wins over the URL because
-// a browser reconnecting by itself sends the URL it first used, with a
-// stale since, and the newer position in the header.
+// The position to resume from is the Last-Event-ID header, else the
+// last_event_id query parameter (the same value, for clients that cannot set
+// headers), else the since query parameter (see ServeHTTP and wire.Open).
+// Last-Event-ID wins over the URL because a browser reconnecting by itself
+// sends the URL it first used, with a stale since, and the newer position in
+// the header.
 //
 // When the server ends a stream for a reason (lagging, shutdown) its last
 // event is the error notice; a drain's reconnect advice also ends it. The

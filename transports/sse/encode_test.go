@@ -176,11 +176,11 @@ func FuzzEncodeEvent(f *testing.F) {
 		switch kind % 5 {
 		case 0: // a published message, validated by the core
 			p := notify.Publication{Channel: "news", Event: text, Data: data}
-			d, err := p.Normalize(0)
+			n, err := p.Normalize(0)
 			if err != nil {
 				return
 			}
-			e = notify.NewMessage("news", pos, text, d)
+			e = notify.NewMessage("news", pos, text, n.Data)
 		case 1: // data as a Redis entry written by anyone
 			e = &notify.Envelope{Type: notify.TypeMessage, Channel: "news", ID: pos, Data: data, TS: int64(ms >> 1)}
 		case 2:

@@ -287,6 +287,9 @@ func (s *Session) run(ctx context.Context, cmd Command) error {
 		if s.limiter != nil && !s.limiter.Allow("user:"+s.Grants.User, 1) {
 			return notify.Errorf(notify.ErrRateLimited, "publish rate limit exceeded")
 		}
+		// The broker validates the data and compacts it, once
+		// (Publication.Normalize); the session does not know the
+		// broker's size limit.
 		id, err := s.hub.Broker().Publish(ctx, notify.Publication{Channel: cmd.Channel, Event: cmd.Event, Data: cmd.Data})
 		if err != nil {
 			return err
