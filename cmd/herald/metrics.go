@@ -112,6 +112,12 @@ func (m *metrics) watchRedis(rb *redisbroker.Broker) {
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_redis_history_lost_total", Help: "Catch-ups that found the history trimmed (clients were sent gap notices)."},
 				redisStat(func(s redisbroker.Stats) uint64 { return s.Lost })),
 		)
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_pubsub_canary_age_seconds", Help: "Redis Pub/Sub canary: on the worst of this instance's Pub/Sub connections, time since the newest canary that came back was sent; above --pubsub-canary-timeout /readyz answers 503."},
+				func() float64 { return rb.Canary().Age.Seconds() }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_pubsub_canary_late_total", Help: "Times a Redis Pub/Sub connection's canary turned late (the connection stopped delivering, or the instance was too starved to read it)."},
+				func() float64 { return float64(rb.Canary().LateTotal) }),
+		)
 	}
 }
 

@@ -36,6 +36,8 @@ type serveConfig struct {
 	heartbeat         time.Duration
 	writeTimeout      time.Duration
 	drainTimeout      time.Duration
+	canaryEvery       time.Duration
+	canaryTimeout     time.Duration
 	logFormat         string
 	logLevel          string
 	debugAddr         string
@@ -101,6 +103,8 @@ Flags:
 	fs.DurationVar(&c.heartbeat, "heartbeat", 25*time.Second, "idle-connection heartbeat interval")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "a client that does not take a write in this time is disconnected")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for connections to drain")
+	fs.DurationVar(&c.canaryEvery, "pubsub-canary-interval", 2*time.Second, "Redis: how often a canary is published to each of this instance's Pub/Sub connections; 0 disables it")
+	fs.DurationVar(&c.canaryTimeout, "pubsub-canary-timeout", 10*time.Second, "Redis: /readyz answers 503 when a Pub/Sub connection's canary has not come back for this long")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "private listen address for /metrics and /debug/pprof/ (e.g. 127.0.0.1:6060); when set, /metrics leaves the public listener")
@@ -132,6 +136,11 @@ func (c *serveConfig) validate() error {
 	if c.tokenLeeway < 0 {
 		errs = append(errs, errors.New("--token-leeway must not be negative (0 means none)"))
 	}
+	if c.canaryEvery < 0 {
+		errs = append(errs, errors.New("--pubsub-canary-interval must not be negative (0 disables the canary)"))
+	} else if c.canaryEvery > 0 && c.canaryTimeout <= c.canaryEvery {
+		errs = append(errs, fmt.Errorf("--pubsub-canary-timeout (%v) must be longer than --pubsub-canary-interval (%v)", c.canaryTimeout, c.canaryEvery))
+	}
 	if c.publishRate < 0 {
 		errs = append(errs, errors.New("--publish-rate must not be negative"))
 	}
@@ -145,6 +154,14 @@ func (c *serveConfig) validate() error {
 		errs = append(errs, errors.New("--max-conns-per-user must not be 0 (negative means unlimited)"))
 	}
 	return errors.Join(errs...)
+}
+
+// canaryInterval is the broker's CanaryInterval: negative disables.
+func (c *serveConfig) canaryInterval() time.Duration {
+	if c.canaryEvery == 0 {
+		return -1
+	}
+	return c.canaryEvery
 }
 
 func defaultCertDir() string {

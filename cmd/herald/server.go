@@ -41,6 +41,7 @@ type server struct {
 	cfg     *serveConfig
 	log     *slog.Logger
 	broker  notify.Broker
+	fanout  fanoutChecker // nil for the memory broker
 	hub     *notify.Hub
 	auth    *auth.Authenticator
 	wire    wire.Config
@@ -70,12 +71,13 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		s.closer = append(s.closer, func() { _ = rdb.Close() })
 		b, err := redisbroker.New(redisbroker.Config{
 			Client: rdb, HistorySize: int64(cfg.historySize), HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize, Logger: log,
+			CanaryInterval: cfg.canaryInterval(), CanaryTimeout: cfg.canaryTimeout,
 		})
 		if err != nil {
 			s.close()
 			return nil, err
 		}
-		s.broker = b
+		s.broker, s.fanout = b, b
 		s.closer = append(s.closer, func() { _ = b.Close() })
 	} else {
 		b := notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: cfg.historySize, HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize})
@@ -252,7 +254,26 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "broker unreachable: "+err.Error()+"\n", http.StatusServiceUnavailable)
 		return
 	}
+	if err := s.fanoutHealthy(); err != nil {
+		http.Error(w, "fan-out stalled: "+err.Error()+"\n", http.StatusServiceUnavailable)
+		return
+	}
 	_, _ = w.Write([]byte("ready\n"))
+}
+
+// fanoutChecker is a broker that can tell whether its fan-out path
+// delivers: the Redis broker's Pub/Sub canary. The memory broker delivers
+// within the process and has none.
+type fanoutChecker interface{ CanaryErr() error }
+
+// fanoutHealthy is nil unless this instance's Pub/Sub connections stopped
+// delivering (or it is too starved to read them): publishes may still
+// succeed, but its clients would miss them.
+func (s *server) fanoutHealthy() error {
+	if s.fanout == nil {
+		return nil
+	}
+	return s.fanout.CanaryErr()
 }
 
 // listen binds the plain listener and, unless disabled, the TLS listeners

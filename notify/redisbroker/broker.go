@@ -58,6 +58,14 @@ type Config struct {
 	// that does not answer within another HealthCheck is replaced.
 	// Default 2s.
 	HealthCheck time.Duration
+	// CanaryInterval is how often a canary is published to each Pub/Sub
+	// connection, to check that it still delivers (see canary.go).
+	// Negative disables the canary. Default 2s.
+	CanaryInterval time.Duration
+	// CanaryTimeout: a connection whose newest returned canary was sent
+	// longer ago than this is late (CanaryErr). It must exceed
+	// CanaryInterval. Default 5×CanaryInterval.
+	CanaryTimeout time.Duration
 	// Logger; nil means silent.
 	Logger *slog.Logger
 }
@@ -79,7 +87,8 @@ type Broker struct {
 	wg           sync.WaitGroup // the shards' goroutines and catch-ups
 	catchUpSlots chan struct{}  // bounds concurrent catch-ups
 
-	stats brokerStats
+	stats    brokerStats
+	canaries canaries
 }
 
 var _ notify.Broker = (*Broker)(nil)
@@ -110,8 +119,12 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := canaryDefaults(&cfg); err != nil {
+		return nil, err
+	}
 	b := &Broker{cfg: cfg, rdb: cfg.Client, publish: publishScript, catchUpSlots: make(chan struct{}, maxConcurrentCatchUps)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.canaries.init()
 	if c, ok := cfg.Client.(*redis.ClusterClient); ok {
 		b.cluster, b.publish = c, spublishScript
 		b.routes.init()

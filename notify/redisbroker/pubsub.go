@@ -55,6 +55,7 @@ type shard struct {
 	orphans map[string]time.Time
 
 	lastHeard atomic.Int64 // unix nanos of the last reply read; owned by readLoop
+	canary    canary
 }
 
 // rchan is one subscribed channel.
@@ -91,6 +92,7 @@ func (b *Broker) startShard(s *shard) {
 	b.wg.Add(2)
 	go s.readLoop()
 	go s.healthLoop()
+	b.startCanary(s)
 }
 
 // subscribeLocked sends SUBSCRIBE, or on a cluster SSUBSCRIBE, for names,
@@ -340,9 +342,12 @@ func (s *shard) replace() {
 		s.mu.Unlock()
 		return
 	}
-	names := make([]string, 0, len(s.chans))
+	names := make([]string, 0, len(s.chans)+1)
 	for name := range s.chans {
 		names = append(names, name)
+	}
+	if c := s.canaryName(); c != "" {
+		names = append(names, c)
 	}
 	if s.b.cluster != nil {
 		// subscribeLocked pins a new PubSub to the channels' node.
@@ -381,11 +386,16 @@ func (s *shard) drop(name string) *redis.PubSub {
 	defer s.mu.Unlock()
 	delete(s.chans, name)
 	delete(s.orphans, name)
-	s.pinned = s.pinned && len(s.chans) > 0
+	// The canary, subscribed only while s holds channels of its node,
+	// keeps the connection on that node.
+	s.pinned = s.pinned && (len(s.chans) > 0 || s.canaryName() != "")
 	return s.ps
 }
 
 func (s *shard) onMessage(m *redis.Message) {
+	if s.heardCanary(m) {
+		return
+	}
 	rc := s.lookup(m.Channel)
 	if rc == nil {
 		return
