@@ -97,14 +97,13 @@ func (c *PeerConfig) Validate() error {
 	if c.Warmup < 0 || c.Window < 0 {
 		errs = append(errs, errors.New("--warmup and --window must not be negative"))
 	}
-	if c.Pin {
-		var set unix.CPUSet
-		if _, err := parseCPUList(c.ServerCPUs, &set); err != nil {
-			errs = append(errs, fmt.Errorf("--server-cpus: %w", err))
-		}
-		if _, err := parseCPUList(c.LoadCPUs, &set); err != nil {
-			errs = append(errs, fmt.Errorf("--load-cpus: %w", err))
-		}
+	// A bad CPU list is bad input even where pinning is off.
+	var set unix.CPUSet
+	if _, err := parseCPUList(c.ServerCPUs, &set); err != nil && (c.Pin || c.ServerCPUs != "") {
+		errs = append(errs, fmt.Errorf("--server-cpus: %w", err))
+	}
+	if _, err := parseCPUList(c.LoadCPUs, &set); err != nil && (c.Pin || c.LoadCPUs != "") {
+		errs = append(errs, fmt.Errorf("--load-cpus: %w", err))
 	}
 	if len(c.Serve) == 0 {
 		errs = append(errs, errors.New("no herald command to start servers with"))
@@ -256,6 +255,10 @@ func (r *peerRunner) run(ctx context.Context, c peerCase, kind string, i int) *P
 	defer srv.proc.kill()
 	if err := r.measure(ctx, c, srv, run); err != nil {
 		run.Error = err.Error()
+	}
+	if ctx.Err() != nil {
+		// Stopped mid-run: its figures cover part of a window.
+		run.Error = "interrupted: " + ctx.Err().Error()
 	}
 	if !srv.proc.alive() && run.Error == "" {
 		run.Error = fmt.Sprintf("%s exited during the run (see %s)", kind, srv.log)
