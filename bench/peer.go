@@ -202,6 +202,9 @@ func RunPeer(ctx context.Context, cfg PeerConfig) (*PeerResults, error) {
 	}
 	res.LoadAvgEnd = loadAvg()
 	res.Duration = time.Since(start).Seconds()
+	if failed, total := res.failedRuns(); runErr == nil && failed > 0 {
+		runErr = fmt.Errorf("%d of %d runs failed (see %s)", failed, total, filepath.Join(cfg.Out, "report.md"))
+	}
 	if err := res.write(filepath.Join(cfg.Out, "results.json")); err != nil {
 		return res, err
 	}

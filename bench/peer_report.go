@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // PeerResults is everything a peer bench measured: its results.json.
@@ -340,25 +343,15 @@ func writePeerCase(b *strings.Builder, r *PeerResults, cr *PeerCaseResult) {
 // peerNotes are the warnings a reader needs before trusting a case.
 func peerNotes(r *PeerResults, cr *PeerCaseResult) []string {
 	var notes []string
-	loadCPUs := 0
-	if r.Machine.LoadCPUs != "" {
-		var n int
-		for part := range strings.SplitSeq(r.Machine.LoadCPUs, ",") {
-			lo, hi, isRange := strings.Cut(part, "-")
-			var a, z int
-			fmt.Sscan(lo, &a)
-			z = a
-			if isRange {
-				fmt.Sscan(hi, &z)
-			}
-			n += z - a + 1
-		}
-		loadCPUs = n
-	}
+	loadCPUs, serverCPUs := cpuListSize(r.Machine.LoadCPUs), cpuListSize(r.Machine.ServerCPUs)
 	for _, s := range r.Servers {
 		if m, ok := cr.Summary[s].Metrics["load_cores"]; ok && loadCPUs > 0 && m.Max >= 0.9*float64(loadCPUs) {
 			notes = append(notes, fmt.Sprintf("%s: the load client used up to %.2f of its %d core(s): it may have been the bottleneck, so the server's figure is a lower bound.", s, m.Max, loadCPUs))
 		}
+	}
+	if n, worst := starvedRuns(cr, serverCPUs); n > 0 {
+		notes = append(notes, fmt.Sprintf("In %d of %d runs the server used less than %.0f %% of its %d core(s) (down to %.2f) although the load asked for more than it delivered: other processes took its CPU (load average at the start %s) or the load client could not keep up. Its deliveries/s then measure the machine; deliveries/s per server core are the figures to compare.",
+			n, len(cr.Runs), 100*starvedShare, serverCPUs, worst, r.LoadAvgStart))
 	}
 	for _, run := range cr.Runs {
 		if run.Error != "" {
@@ -376,4 +369,65 @@ func describeCase(c peerCase) string {
 		return fmt.Sprintf("%d subscribers at %.0f msg/s (%s deliveries/s offered, open loop, %d publishers)", c.Subscribers, c.Rate, kfmt(c.Rate*float64(c.Subscribers)), c.Publishers)
 	}
 	return fmt.Sprintf("%d idle WebSocket connections", c.Subscribers)
+}
+
+// starvedShare is the share of its cores below which a server that was
+// offered more than it delivered was not the bottleneck.
+const starvedShare = 0.9
+
+// starvedRuns counts the load runs whose server was not saturated while
+// it fell short: flat out (always short by construction), or at a rate
+// with less than 95 % of the offered deliveries kept.
+func starvedRuns(cr *PeerCaseResult, cores int) (n int, worst float64) {
+	worst = float64(cores)
+	for _, r := range cr.Runs {
+		if r.Error != "" || cr.Case.Kind == peerIdle || r.ServerCores >= starvedShare*float64(cores) {
+			continue
+		}
+		if cr.Case.Kind == peerRate && r.DeliveriesPerS >= 0.95*r.OfferedPerS {
+			continue
+		}
+		n++
+		worst = min(worst, r.ServerCores)
+	}
+	return n, worst
+}
+
+// cpuListSize is the number of CPUs of a CPU list ("1", "0-3,6"); for an
+// empty or bad one (not pinned), the machine's.
+func cpuListSize(list string) int {
+	var set unix.CPUSet
+	if n, err := parseCPUList(list, &set); err == nil {
+		return n
+	}
+	return CPUCount()
+}
+
+// RerenderPeer rewrites DIR/report.md from DIR/results.json.
+func RerenderPeer(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var r PeerResults
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	if len(r.Servers) == 0 {
+		return fmt.Errorf("%s: not the results of herald bench peer", filepath.Join(dir, "results.json"))
+	}
+	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(PeerReport(&r)), 0o644)
+}
+
+// failedRuns counts the runs that failed, of all.
+func (r *PeerResults) failedRuns() (failed, total int) {
+	for _, c := range r.Cases {
+		for _, run := range c.Runs {
+			total++
+			if run.Error != "" {
+				failed++
+			}
+		}
+	}
+	return failed, total
 }

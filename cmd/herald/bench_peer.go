@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,9 +19,16 @@ import (
 // runBenchPeer is `herald bench peer`: the same fan-out workload against
 // Herald and against a Centrifugo binary, side by side.
 func runBenchPeer(args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "report" {
+		if len(args) != 2 {
+			return errors.New("usage: herald bench peer report DIR (re-renders DIR/report.md from DIR/results.json)")
+		}
+		return bench.RerenderPeer(args[1])
+	}
 	fs := flag.NewFlagSet("bench peer", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: herald bench peer [--centrifugo PATH] [flags]
+       herald bench peer report DIR   (re-render DIR/report.md from DIR/results.json)
 
 Runs the same fan-out workload against Herald (this binary's herald serve)
 and against the Centrifugo v6 binary at PATH, a fresh server process per

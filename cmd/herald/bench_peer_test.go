@@ -105,7 +105,8 @@ func TestBenchPeerFlagErrors(t *testing.T) {
 	} {
 		out := filepath.Join(tmp, "out")
 		var log bytes.Buffer
-		err := runBench(append([]string{"peer", "--out", out}, tc.args...), &log)
+		// --quick --no-pin: should a check go missing, the run it lets through is short.
+		err := runBench(append([]string{"peer", "--quick", "--no-pin", "--cases", "flat-1000", "--out", out}, tc.args...), &log)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("bench peer %q: %v; want an error with %q", tc.args, err, tc.want)
 		}
