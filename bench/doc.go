@@ -20,10 +20,21 @@
 // channel it reads: lost, duplicated and out-of-order deliveries are
 // counted exactly.
 //
+// # Against a peer
+//
+// RunPeer (`herald bench peer`) runs one fan-out workload against Herald and
+// against a Centrifugo binary, a fresh server process per run, with the
+// same load client: raw WebSocket subscribers (coder/websocket) that parse
+// the same payload out of either server's envelope, and publishers that
+// POST the same body to each server's HTTP API. It talks to Herald through
+// its public REST API and WebSocket endpoint, to Centrifugo through its
+// HTTP API and JSON client protocol (peer_servers.go).
+//
 // # Concurrency
 //
 // Run owns everything it starts: child processes, clients and publishers.
 // Every child is killed and waited for before Run returns, whatever the
 // outcome (and, on Linux, with the parent-death signal should the bench
-// itself be killed).
+// itself be killed). RunPeer runs one server at a time and kills it, after
+// closing every client of the run, before it starts the next.
 package bench

@@ -25,6 +25,9 @@ func runBench(args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "compare" {
 		return runBenchCompare(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "peer" {
+		return runBenchPeer(args[1:], stdout)
+	}
 	if len(args) > 0 && args[0] == "worker" {
 		// Hidden: a load-generator process of the scale-out scenario,
 		// started by the bench itself (Config.Worker), speaking JSON lines
@@ -45,6 +48,7 @@ func runBench(args []string, stdout io.Writer) error {
 		fmt.Fprint(fs.Output(), `Usage: herald bench [flags]
        herald bench compare old/results.json new/results.json
        herald bench report DIR   (re-render DIR/report.md and charts from DIR/results.json)
+       herald bench peer --centrifugo PATH [flags]   (Herald against Centrifugo; see herald bench peer -h)
 
 Runs load scenarios on every transport (ws, sse-h1, sse-h2, sse-h3, h3)
 and writes results.json, report.md and SVG charts. By default it starts a
