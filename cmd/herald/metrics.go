@@ -111,6 +111,8 @@ func (m *metrics) watchRedis(rb *redisbroker.Broker) {
 				redisStat(func(s redisbroker.Stats) uint64 { return s.CatchUps })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_redis_history_lost_total", Help: "Catch-ups that found the history trimmed (clients were sent gap notices)."},
 				redisStat(func(s redisbroker.Stats) uint64 { return s.Lost })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_redis_malformed_messages_total", Help: "Pub/Sub messages on Herald's channels that were not a Herald publish, dropped (logged at most every 10 s)."},
+				redisStat(func(s redisbroker.Stats) uint64 { return s.Malformed })),
 		)
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_pubsub_canary_age_seconds", Help: "Redis Pub/Sub canary: on the worst of this instance's Pub/Sub connections, time since the newest canary that came back was sent; above --pubsub-canary-timeout /readyz answers 503."},

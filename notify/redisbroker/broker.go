@@ -88,6 +88,10 @@ type Broker struct {
 	catchUpSlots chan struct{}  // bounds concurrent catch-ups
 
 	stats    brokerStats
+	// malformedLog rate-limits the log of malformed Pub/Sub messages: a
+	// foreign writer on our channels must not flood the log (the count
+	// is in Stats).
+	malformedLog everyLimiter
 	canaries canaries
 }
 
@@ -465,6 +469,7 @@ type Stats struct {
 	CatchUps   uint64 // messages recovered from streams after a reconnect
 	Lost       uint64 // channels whose catch-up found trimmed history
 	Moves      uint64 // cluster: channels resubscribed on another node
+	Malformed  uint64 // Pub/Sub messages dropped as malformed (not written by a Herald)
 }
 
 // Stats returns the broker's counters.
@@ -475,6 +480,7 @@ func (b *Broker) Stats() Stats {
 		CatchUps:   b.stats.caughtUp.Load(),
 		Lost:       b.stats.lost.Load(),
 		Moves:      b.stats.moves.Load(),
+		Malformed:  b.stats.malformed.Load(),
 	}
 }
 

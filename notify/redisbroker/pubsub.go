@@ -29,6 +29,7 @@ type brokerStats struct {
 	caughtUp   atomic.Uint64
 	lost       atomic.Uint64
 	moves      atomic.Uint64
+	malformed  atomic.Uint64
 }
 
 // shard is one Pub/Sub connection and the channels subscribed on it. Its
@@ -402,7 +403,8 @@ func (s *shard) onMessage(m *redis.Message) {
 	}
 	env, err := parsePayload(rc.channel, m.Payload)
 	if err != nil {
-		s.b.cfg.Logger.Error("dropping malformed pubsub message", "channel", rc.channel, "err", err)
+		s.b.stats.malformed.Add(1)
+		s.b.malformedLog.log(s.b.cfg.Logger, rc.channel, err)
 		return
 	}
 	rc.mu.Lock()
