@@ -87,12 +87,12 @@ type Broker struct {
 	wg           sync.WaitGroup // the shards' goroutines and catch-ups
 	catchUpSlots chan struct{}  // bounds concurrent catch-ups
 
-	stats    brokerStats
+	stats brokerStats
 	// malformedLog rate-limits the log of malformed Pub/Sub messages: a
 	// foreign writer on our channels must not flood the log (the count
 	// is in Stats).
 	malformedLog everyLimiter
-	canaries canaries
+	canaries     canaries
 }
 
 var _ notify.Broker = (*Broker)(nil)
