@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -332,6 +333,15 @@ func (w *Writer) flush() bool {
 	conn := w.sess.Conn
 	if d := w.cfg.WriteDelay; d > 0 {
 		time.Sleep(d) // let more of a busy connection's messages queue up
+	} else {
+		// Let whatever else is runnable go first: under load that is the
+		// dispatch of more messages to this connection (and the other
+		// writers), which this write then carries too; when the process
+		// has nothing else to do the yield returns at once. Measured
+		// (herald bench peer, flat-1000): 3.7 -> 9-13 envelopes per write
+		// with a lean client, and without it a fast client's writers
+		// fell behind the dispatch until their queues overflowed.
+		runtime.Gosched()
 	}
 	buf := bufPool.Get().(*writeBuf)
 	buf.batch = conn.Drain(buf.batch[:0])
