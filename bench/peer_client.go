@@ -4,22 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // peerSub is one WebSocket subscriber of a peer run.
 type peerSub struct {
 	idx       int
-	conn      *websocket.Conn
+	conn      *rawWS
 	delivered atomic.Int64 // payload messages received
 	ready     atomic.Bool  // a probe arrived: subscribed end to end
 	down      atomic.Bool  // the server closed the connection before the run did
@@ -40,8 +36,7 @@ type peerFleet struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	clients []*http.Client // one per loopback source address
-	bufs    sync.Pool      // *[]byte frame buffers
+	laddrs  []net.Addr // loopback source addresses, nil for any
 
 	mu     sync.Mutex
 	closes map[string]int // guarded by mu: why the server closed connections
@@ -51,13 +46,11 @@ func newPeerFleet(ctx context.Context, srv *peerServer, workers int) *peerFleet 
 	f := &peerFleet{srv: srv, workers: workers, lat: newLatencies(), closes: map[string]int{}}
 	f.ctx, f.cancel = context.WithCancel(ctx)
 	f.window.Store(&[2]int64{})
-	f.bufs.New = func() any { b := make([]byte, 0, 16<<10); return &b }
 	for _, ip := range loopbackSources(4) {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
-		f.clients = append(f.clients, &http.Client{Transport: &http.Transport{DialContext: d.DialContext}})
+		f.laddrs = append(f.laddrs, &net.TCPAddr{IP: ip})
 	}
-	if len(f.clients) == 0 {
-		f.clients = []*http.Client{{Transport: &http.Transport{}}}
+	if len(f.laddrs) == 0 {
+		f.laddrs = []net.Addr{nil}
 	}
 	return f
 }
@@ -121,15 +114,18 @@ func (f *peerFleet) dial(ctx context.Context, s *peerSub) error {
 	if err != nil {
 		return err
 	}
-	c, _, err := websocket.Dial(ctx, f.srv.dialURL(tok), &websocket.DialOptions{HTTPClient: f.clients[s.idx%len(f.clients)]})
+	c, err := dialRawWS(ctx, f.srv.dialURL(tok), f.laddrs[s.idx%len(f.laddrs)])
 	if err != nil {
 		return err
 	}
-	c.SetReadLimit(-1) // coalesced frames are larger than the 32 KiB default
-	if err := f.srv.hello(ctx, c, tok); err != nil {
-		c.CloseNow()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.nc.SetDeadline(dl)
+	}
+	if err := f.srv.hello(c, tok); err != nil {
+		c.close()
 		return err
 	}
+	_ = c.nc.SetDeadline(time.Time{})
 	s.conn = c
 	f.wg.Go(func() { f.read(s) })
 	return nil
@@ -138,14 +134,10 @@ func (f *peerFleet) dial(ctx context.Context, s *peerSub) error {
 // read takes every frame of one subscriber until the connection ends.
 func (f *peerFleet) read(s *peerSub) {
 	centrifugo := f.srv.kind == PeerCentrifugo
+	frame := make([]byte, 0, 16<<10)
 	for {
-		_, r, err := s.conn.Reader(f.ctx)
-		if err != nil {
-			f.ended(s, err)
-			return
-		}
-		bp := f.bufs.Get().(*[]byte)
-		frame, err := readFrame(r, (*bp)[:0])
+		var err error
+		frame, err = s.conn.readMessage(frame)
 		if err != nil {
 			f.ended(s, err)
 			return
@@ -154,13 +146,14 @@ func (f *peerFleet) read(s *peerSub) {
 		w := f.window.Load()
 		splitFrame(frame, func(m []byte) {
 			if centrifugo && isCentrifugoPing(m) {
-				_ = s.conn.Write(f.ctx, websocket.MessageText, []byte("{}"))
+				_ = s.conn.writeText([]byte("{}"))
 				return
 			}
 			f.handle(s, m, now, w)
 		})
-		*bp = frame
-		f.bufs.Put(bp)
+		if cap(frame) > 1<<20 {
+			frame = make([]byte, 0, 16<<10) // do not keep a large buffer
+		}
 	}
 }
 
@@ -184,23 +177,6 @@ func (f *peerFleet) handle(s *peerSub, m []byte, now int64, w *[2]int64) {
 	}
 }
 
-// readFrame reads one whole frame into b (grown as needed).
-func readFrame(r io.Reader, b []byte) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if errors.Is(err, io.EOF) {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-}
-
 // ended records why a connection ended, unless the run ended it.
 func (f *peerFleet) ended(s *peerSub, err error) {
 	if f.ctx.Err() != nil {
@@ -208,10 +184,10 @@ func (f *peerFleet) ended(s *peerSub, err error) {
 	}
 	s.down.Store(true)
 	why := "read error"
-	if code := websocket.CloseStatus(err); code != -1 {
-		why = "close " + strconv.Itoa(int(code))
-		var ce websocket.CloseError
-		if errors.As(err, &ce) && ce.Reason != "" {
+	var ce *wsCloseError
+	if errors.As(err, &ce) {
+		why = "close " + strconv.Itoa(ce.Code)
+		if ce.Reason != "" {
 			why += " " + ce.Reason
 		}
 	}
@@ -275,13 +251,10 @@ func (f *peerFleet) close() {
 	f.cancel()
 	for _, s := range f.subs {
 		if s.conn != nil {
-			s.conn.CloseNow()
+			s.conn.close()
 		}
 	}
 	f.wg.Wait()
-	for _, c := range f.clients {
-		c.CloseIdleConnections()
-	}
 }
 
 // peerCount is what the subscribers received against what was published.

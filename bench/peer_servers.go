@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/heraldhq/herald/internal/freeport"
@@ -206,16 +205,18 @@ func (s *peerServer) dialURL(token string) string {
 // hello finishes a connection's handshake: nothing for Herald (the token
 // and channel were in the URL); for Centrifugo its JSON protocol's connect
 // command, whose reply must list the server-side subscription.
-func (s *peerServer) hello(ctx context.Context, c *websocket.Conn, token string) error {
+func (s *peerServer) hello(c *rawWS, token string) error {
 	if s.kind == PeerHerald {
 		return nil
 	}
 	cmd, _ := json.Marshal(map[string]any{"id": 1, "connect": map[string]any{"token": token, "name": "herald-bench"}})
-	if err := c.Write(ctx, websocket.MessageText, cmd); err != nil {
+	if err := c.writeText(cmd); err != nil {
 		return err
 	}
+	var frame []byte
 	for {
-		_, frame, err := c.Read(ctx)
+		var err error
+		frame, err = c.readMessage(frame)
 		if err != nil {
 			return fmt.Errorf("centrifugo connect: %w", err)
 		}
