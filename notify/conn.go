@@ -38,7 +38,7 @@ type Conn struct {
 
 	mu        sync.Mutex
 	q         ring                     // guarded by mu
-	subs      map[string]*subscription // guarded by mu
+	subs      []*subscription          // in no order; guarded by mu (see find)
 	closed    bool                     // guarded by mu
 	err       error                    // why it closed; guarded by mu
 	spaceWait chan struct{}            // closed when Drain makes room; guarded by mu
@@ -77,8 +77,8 @@ func (c *Conn) Channels() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	chans := make([]string, 0, len(c.subs))
-	for ch := range c.subs {
-		chans = append(chans, ch)
+	for _, s := range c.subs {
+		chans = append(chans, s.channel)
 	}
 	slices.Sort(chans)
 	return chans
@@ -262,12 +262,13 @@ func (c *Conn) Unsubscribe(ctx context.Context, channel, ref string) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	s := c.subs[channel]
-	if s == nil {
+	i := c.find(channel)
+	if i < 0 {
 		c.mu.Unlock()
 		return errorf(ErrNotSubscribed, "not subscribed to channel %q", truncate(channel))
 	}
-	delete(c.subs, channel)
+	s := c.subs[i]
+	c.removeLocked(i)
 	s.removed = true
 	s.pending = nil
 	c.mu.Unlock()
@@ -329,21 +330,42 @@ func (c *Conn) addSubscription(s *subscription) error {
 	switch {
 	case c.closed:
 		return ErrClosed
-	case c.subs[s.channel] != nil:
+	case c.find(s.channel) >= 0:
 		return errorf(ErrAlreadySubscribed, "already subscribed to channel %q", s.channel)
 	case len(c.subs) >= c.hub.cfg.MaxChannels:
 		return errorf(ErrTooManyChannels, "a connection may subscribe to at most %d channels", c.hub.cfg.MaxChannels)
 	}
-	c.subs[s.channel] = s
+	c.subs = append(c.subs, s)
 	return nil
+}
+
+// find returns the index of channel's subscription in c.subs, or -1. A
+// connection has a few channels (at most MaxChannels, 256 by default): a
+// scan beats a map, which would cost an idle connection a 200-byte table.
+// Called with c.mu held.
+func (c *Conn) find(channel string) int {
+	for i, s := range c.subs {
+		if s.channel == channel {
+			return i
+		}
+	}
+	return -1
+}
+
+// removeLocked removes c.subs[i]. Called with c.mu held.
+func (c *Conn) removeLocked(i int) {
+	last := len(c.subs) - 1
+	c.subs[i] = c.subs[last]
+	c.subs[last] = nil
+	c.subs = c.subs[:last]
 }
 
 // forget removes s from the connection's subscriptions if it is still there.
 func (c *Conn) forget(s *subscription) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.subs[s.channel] == s {
-		delete(c.subs, s.channel)
+	if i := c.find(s.channel); i >= 0 && c.subs[i] == s {
+		c.removeLocked(i)
 	}
 	s.removed, s.pending = true, nil
 }

@@ -157,7 +157,7 @@ func (h *Hub) Connect(user string, opts ConnOptions) (*Conn, error) {
 			return nil, err
 		}
 	}
-	c := &Conn{hub: h, user: user, wake: opts.Wake, done: make(chan struct{}), subs: make(map[string]*subscription)}
+	c := &Conn{hub: h, user: user, wake: opts.Wake, done: make(chan struct{})}
 	us := &h.users[shardIndex(user, userShards)]
 	us.mu.Lock()
 	defer us.mu.Unlock()

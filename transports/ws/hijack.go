@@ -17,8 +17,8 @@ import (
 // each goes out in one Write): data frames are written by the writer
 // straight to the connection (see conn).
 const (
-	readBufferSize  = 512
-	writeBufferSize = 256
+	readBufferSize  = 256
+	writeBufferSize = 128
 )
 
 // leanHijacker gives websocket.Accept smaller buffers than net/http's, and
