@@ -37,11 +37,11 @@ type Conn struct {
 	done chan struct{} // closed by closeLocked
 
 	mu        sync.Mutex
-	q         ring                     // guarded by mu
-	subs      []*subscription          // in no order; guarded by mu (see find)
-	closed    bool                     // guarded by mu
-	err       error                    // why it closed; guarded by mu
-	spaceWait chan struct{}            // closed when Drain makes room; guarded by mu
+	q         ring            // guarded by mu
+	subs      []*subscription // in no order; guarded by mu (see find)
+	closed    bool            // guarded by mu
+	err       error           // why it closed; guarded by mu
+	spaceWait chan struct{}   // closed when Drain makes room; guarded by mu
 }
 
 // subscription is one channel of one connection.
