@@ -23,6 +23,7 @@ type serveConfig struct {
 	apiKeys           listFlag
 	allowedOrigins    listFlag
 	singleUseTokens   bool
+	memoryTrim        bool
 	tokenLeeway       time.Duration
 	historySize       int
 	historyTTL        time.Duration
@@ -90,6 +91,7 @@ Flags:
 	fs.Var(&c.apiKeys, "api-key", "server-to-server API key (repeatable or comma-separated); empty generates one for this run")
 	fs.Var(&c.allowedOrigins, "allowed-origins", "browser origins allowed cross-site, e.g. https://app.example.com,https://*.example.com")
 	fs.BoolVar(&c.singleUseTokens, "single-use-tokens", false, "accept each token once (IDs recorded in Redis, or memory) until it expires")
+	fs.BoolVar(&c.memoryTrim, "memory-trim", true, "after a storm of connections settles (1,000 or more, a tenth of the count), return its garbage to the OS at once instead of within minutes")
 	fs.DurationVar(&c.tokenLeeway, "token-leeway", auth.DefaultLeeway, "clock skew tolerated on token expiry: a token is accepted until its expiry plus this (0: none)")
 	fs.IntVar(&c.historySize, "history-size", 1000, "messages retained per channel for resume")
 	fs.DurationVar(&c.historyTTL, "history-ttl", 24*time.Hour, "a channel's history expires after this long without a publish")

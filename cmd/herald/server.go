@@ -388,6 +388,11 @@ func (s *server) start() (<-chan error, error) {
 		s.closer = append(s.closer, func() { _ = s.debug.Close() })
 	}
 	errc := s.serve(plainLn, tlsLn, udp, debugLn)
+	if s.cfg.memoryTrim {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.closer = append(s.closer, cancel)
+		go newMemoryTrimmer(func() int { return s.hub.Stats().Connections }, s.log).run(ctx)
+	}
 	if debugLn != nil {
 		s.log.Info("debug listener (metrics, pprof)", "addr", s.debugAddr)
 	}
