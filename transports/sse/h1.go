@@ -82,20 +82,25 @@ func (h *Handler) serveH1(w http.ResponseWriter, r *http.Request, since string) 
 		return
 	}
 	s.w.Start(sess, s, &h1WriterOptions) // writes anything queued before the hijack (a drain's advice)
+	// The initial channels are subscribed on the handler's goroutine (the
+	// writer drains meanwhile), which ends when it returns, so that the
+	// reader kept for the stream's life does not keep the stack that
+	// subscribing grew (see ws's Handler.ServeHTTP).
+	if !sess.SubscribeInitial(context.Background()) {
+		sess.Close(nil)
+		s.w.Close()
+		return
+	}
 	go s.readLoop()
 }
 
-// readLoop subscribes the initial channels (the writer drains meanwhile),
-// then waits for the client to close the connection: it sends nothing after
-// its request.
+// readLoop waits for the client to close the connection: it sends nothing
+// after its request.
 func (s *h1stream) readLoop() {
 	defer func() {
 		s.sess.Close(nil)
 		s.w.Close()
 	}()
-	if !s.sess.SubscribeInitial(context.Background()) {
-		return
-	}
 	var b [64]byte
 	for {
 		if _, err := s.nc.Read(b[:]); err != nil {

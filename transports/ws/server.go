@@ -55,6 +55,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(int64(h.cfg.MaxCommandSize))
 	c.ws, c.sess = ws, sess
 	c.w.Start(sess, c, &writerOptions)
+	// The initial channels are subscribed here, on the handler's
+	// goroutine, which ends when it returns: subscribing can run deep
+	// (through the broker's client), and a goroutine keeps its grown stack
+	// until GCs shrink it, by half each. The reader, kept for the
+	// connection's life, then only ever reads. The client's first commands
+	// wait in the socket meanwhile, so they still run after the initial
+	// channels.
+	if !sess.SubscribeInitial(context.Background()) {
+		sess.Close(nil)
+		c.w.Close()
+		return
+	}
 	go c.readLoop()
 }
 
@@ -132,17 +144,13 @@ func (c *conn) End(reason error) {
 	go func() { _ = c.ws.Close(code, text) }()
 }
 
-// readLoop subscribes the initial channels, then runs the client's
-// commands until the connection ends.
+// readLoop runs the client's commands until the connection ends.
 func (c *conn) readLoop() {
 	defer func() {
 		c.sess.Close(nil)
 		c.w.Close()
 	}()
 	ctx := context.Background()
-	if !c.sess.SubscribeInitial(ctx) {
-		return
-	}
 	for {
 		typ, data, err := c.ws.Read(ctx)
 		if err != nil {
