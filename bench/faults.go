@@ -193,13 +193,16 @@ func (r *runner) idle(ctx context.Context, cl *cluster, tr string, n int) *Resul
 		return res
 	}
 	res.ConnectPerSec = float64(n) / time.Since(start).Seconds()
-	sleepUntil(ctx, time.Now().Add(time.Second))
-	rss1, _ := procRSS(in.pid())
-	res.RSSPerConnKiB = ptr(float64(rss1-rss0) / 1024 / float64(n))
 	r.prog.set("idle %s: %d connections held for %v", tr, n, measure)
 	before := r.snapshot(cl, env)
 	sleepUntil(ctx, time.Now().Add(measure))
 	after := r.snapshot(cl, env)
+	// Memory once the connections have been idle for the window, as an
+	// operator sees it: not the connection storm's high-water mark, which
+	// the server returns (herald serve --memory-trim) or the runtime
+	// does within minutes.
+	rss1, _ := procRSS(in.pid())
+	res.RSSPerConnKiB = ptr(float64(rss1-rss0) / 1024 / float64(n))
 	secs := after.at.Sub(before.at).Seconds()
 	res.IdleCPUPct = ptr(float64(after.server[in.pid()]-before.server[in.pid()]) / 1e4 / secs)
 	res.LoadCPUPct = float64(after.self-before.self) / 1e4 / secs
@@ -215,7 +218,7 @@ func (r *runner) idle(ctx context.Context, cl *cluster, tr string, n int) *Resul
 	if down > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d connections dropped while idle", down))
 	}
-	res.Notes = append(res.Notes, "RSS per connection includes the instance's runtime growth (heap arenas, stacks) while the connections were made; a quick run's small counts overstate it")
+	res.Notes = append(res.Notes, fmt.Sprintf("RSS per connection: the instance's growth over the connections, read after they were idle for %v; a quick run's small counts overstate it", measure))
 	return res
 }
 
