@@ -291,6 +291,16 @@ func TestDrainAdvisesReconnect(t *testing.T) {
 	if _, err := c.Read(ctx); !errors.Is(err, notify.ErrShutdown) {
 		t.Fatalf("after the advice: %v; want close 1001 (shutdown)", err)
 	}
+	// Counted as a reconnect advice, not as a plain shutdown.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st := s.hub.Stats()
+		if st.Dropped[notify.DropReconnectAdvice] == 1 && st.Dropped[notify.DropShutdown] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("drops counted %v; want one reconnect advice", st.Dropped)
+		}
+	}
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -358,6 +368,11 @@ func TestMetrics(t *testing.T) {
 		`herald_rejected_total{code="unauthorized",transport="rest"} 1`,
 		`herald_hub_deliveries_total 1`,
 		`herald_channels 2`,
+		`herald_connections_dropped_total{reason="queue_overflow"} 0`,
+		`herald_connections_dropped_total{reason="write_timeout"} 0`,
+		`herald_connections_dropped_total{reason="heartbeat_timeout"} 0`,
+		`herald_connections_dropped_total{reason="reconnect_advice"} 0`,
+		`herald_queue_overflows_total 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
