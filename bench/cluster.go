@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -444,34 +443,11 @@ func (c *cluster) startInstance(ctx context.Context, i int) (*instance, error) {
 		return nil, err
 	}
 	go func() { <-p.done; pw.Close() }()
-	found := make(chan *instance, 1)
-	go func() {
-		// Copy the log to its file; report the listening line.
-		log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			_, _ = io.Copy(io.Discard, pr)
-			return
-		}
-		defer log.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			_, _ = log.Write(append(line, '\n'))
-			var rec struct {
-				Msg   string `json:"msg"`
-				HTTP  string `json:"http"`
-				HTTPS string `json:"https_h1_h2_h3"`
-			}
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "herald listening" {
-				found <- &instance{process: p, plainURL: "http://" + rec.HTTP, tlsURL: "https://" + rec.HTTPS}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
+	found := make(chan listenAddrs, 1)
+	go copyLogFindListen(pr, logPath, found)
 	select {
-	case in := <-found:
-		return in, nil
+	case a := <-found:
+		return &instance{process: p, plainURL: "http://" + a.http, tlsURL: "https://" + a.https}, nil
 	case <-p.done:
 		return nil, fmt.Errorf("herald serve %d exited at start (see %s)", i, logPath)
 	case <-time.After(20 * time.Second):

@@ -60,10 +60,11 @@ func startPeerHerald(ctx context.Context, serve []string, dir, cpus, secret, key
 		return nil, err
 	}
 	go func() { <-p.done; pw.Close() }()
-	addr := make(chan string, 1)
+	addr := make(chan listenAddrs, 1)
 	go copyLogFindListen(pr, logPath, addr)
 	select {
-	case a := <-addr:
+	case la := <-addr:
+		a := la.http
 		s := &peerServer{kind: PeerHerald, proc: p, base: "http://" + a, ws: "ws://" + a + "/v1/ws",
 			apiKey: key, secret: secret, api: newAPI(key, nil), log: logPath}
 		return s, nil
@@ -78,9 +79,13 @@ func startPeerHerald(ctx context.Context, serve []string, dir, cpus, secret, key
 	}
 }
 
+// listenAddrs is the addresses of a herald child's "herald listening" log
+// line.
+type listenAddrs struct{ http, https string }
+
 // copyLogFindListen copies a herald child's JSON log to logPath and sends
-// the address of its "herald listening" line.
-func copyLogFindListen(r io.Reader, logPath string, addr chan<- string) {
+// the addresses of its "herald listening" line.
+func copyLogFindListen(r io.Reader, logPath string, addr chan<- listenAddrs) {
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		_, _ = io.Copy(io.Discard, r)
@@ -93,11 +98,12 @@ func copyLogFindListen(r io.Reader, logPath string, addr chan<- string) {
 		line := sc.Bytes()
 		_, _ = log.Write(append(line, '\n'))
 		var rec struct {
-			Msg  string `json:"msg"`
-			HTTP string `json:"http"`
+			Msg   string `json:"msg"`
+			HTTP  string `json:"http"`
+			HTTPS string `json:"https_h1_h2_h3"`
 		}
 		if json.Unmarshal(line, &rec) == nil && rec.Msg == "herald listening" {
-			addr <- rec.HTTP
+			addr <- listenAddrs{rec.HTTP, rec.HTTPS}
 		}
 	}
 	_, _ = io.Copy(io.Discard, r)
