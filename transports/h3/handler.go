@@ -27,10 +27,9 @@ func NewHandler(cfg wire.Config) *Handler {
 // goroutine starts and never change; the writer (ServeHTTP's goroutine)
 // owns the ResponseWriter, the reader owns the request body.
 type stream struct {
-	h      *Handler
-	sess   *wire.Session
-	w      http.ResponseWriter
-	rc     *http.ResponseController
+	h    *Handler
+	sess *wire.Session
+	wire.Response
 	r      *http.Request
 	duplex bool // POST: the body carries commands
 
@@ -61,8 +60,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &stream{
-		h: h, sess: sess, w: w, r: r,
-		rc:     http.NewResponseController(w),
+		h: h, sess: sess, r: r, Response: wire.NewResponse(w),
 		duplex: r.Method == http.MethodPost,
 	}
 	s.ctx, s.cancel = context.WithCancel(r.Context())
@@ -78,17 +76,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // start sends the response header at once, so that the client's request
 // completes before the first envelope.
 func (s *stream) start() bool {
-	hdr := s.w.Header()
+	hdr := s.W.Header()
 	hdr.Set("Content-Type", ContentType)
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	if s.duplex {
 		// HTTP/1.1 otherwise stops reading the body once the response
 		// starts; HTTP/2 and HTTP/3 are full duplex already.
-		_ = s.rc.EnableFullDuplex()
+		_ = s.RC.EnableFullDuplex()
 	}
-	s.w.WriteHeader(http.StatusOK)
-	if err := s.rc.Flush(); err != nil {
+	s.W.WriteHeader(http.StatusOK)
+	if err := s.RC.Flush(); err != nil {
 		s.sess.Close(nil)
 		return false
 	}
@@ -105,7 +103,7 @@ func (s *stream) close() {
 	if s.duplex {
 		// Unblocks the reader's body Read; the deadline is local, nothing
 		// goes on the wire.
-		_ = s.rc.SetReadDeadline(time.Now())
+		_ = s.RC.SetReadDeadline(time.Now())
 	}
 	<-s.readerDone
 }

@@ -1,8 +1,6 @@
 package h3
 
 import (
-	"time"
-
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/transports/wire"
 )
@@ -41,21 +39,3 @@ func (s *stream) Append(frame []byte, e *notify.Envelope, _ int) []byte {
 	}
 	return append(frame, '\n')
 }
-
-// WriteFrame implements wire.Output: write and flush (quic-go holds a
-// response's first 4 KiB until a flush, HTTP/1.1 and HTTP/2 hold up to their
-// buffer size).
-func (s *stream) WriteFrame(frame []byte) error {
-	if _, err := s.w.Write(frame); err != nil {
-		return err
-	}
-	return s.rc.Flush()
-}
-
-// SetWriteDeadline implements wire.Output. A ResponseWriter wrapped by a
-// middleware that hides its deadlines still streams; a client that stops
-// reading then lags on its queue instead of on the write timeout.
-func (s *stream) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDeadline(t) }
-
-// End implements wire.Output: the stream ends when ServeHTTP returns.
-func (*stream) End(error) {}

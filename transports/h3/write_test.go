@@ -25,7 +25,7 @@ func (w *discardWriter) SetWriteDeadline(t time.Time) error { return nil }
 
 func newBenchStream() (*stream, *discardWriter) {
 	w := &discardWriter{header: http.Header{}}
-	return &stream{h: NewHandler(wire.Config{}), w: w, r: &http.Request{ProtoMajor: 3}, rc: http.NewResponseController(w)}, w
+	return &stream{h: NewHandler(wire.Config{}), Response: wire.NewResponse(w), r: &http.Request{ProtoMajor: 3}}, w
 }
 
 // messages returns n message envelopes as the hub shares them: encoded
@@ -86,7 +86,7 @@ func TestWriteBatchAllocs(t *testing.T) {
 // whole lines.
 func TestWriteBatchSplits(t *testing.T) {
 	w := &lineCounter{header: http.Header{}}
-	s := &stream{h: NewHandler(wire.Config{}), w: w, r: &http.Request{ProtoMajor: 3}, rc: http.NewResponseController(w)}
+	s := &stream{h: NewHandler(wire.Config{}), Response: wire.NewResponse(w), r: &http.Request{ProtoMajor: 3}}
 	batch := messages(4000)
 	frame, err := wire.WriteBatch(s, s.writerOptions(), 0, batch, nil)
 	if err != nil {

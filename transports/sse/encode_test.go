@@ -225,7 +225,7 @@ func (d *discardWriter) SetWriteDeadline(t time.Time) error { return nil }
 
 func benchStream(channels []string) (*stream, *discardWriter) {
 	w := &discardWriter{h: http.Header{}}
-	return &stream{w: w, rc: http.NewResponseController(w), pos: wire.NewPositions(channels)}, w
+	return &stream{Response: wire.NewResponse(w), pos: wire.NewPositions(channels)}, w
 }
 
 // benchBatch is n messages of ~200 bytes of data, round-robin over

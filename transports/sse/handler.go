@@ -3,7 +3,6 @@ package sse
 import (
 	"context"
 	"net/http"
-	"time"
 
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/transports/wire"
@@ -51,7 +50,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, err)
 		return
 	}
-	s := &stream{w: w, rc: http.NewResponseController(w), sess: sess, pos: sess.Positions()}
+	s := &stream{Response: wire.NewResponse(w), sess: sess, pos: sess.Positions()}
 	s.run(r.Context(), w2)
 }
 
@@ -65,8 +64,7 @@ func methodNotAllowed(w http.ResponseWriter) {
 // stream is one event stream over HTTP/2 or HTTP/3: the handler goroutine
 // is its writer (a wire loop writer) until it ends.
 type stream struct {
-	w    http.ResponseWriter
-	rc   *http.ResponseController
+	wire.Response
 	sess *wire.Session
 	pos  *wire.Positions
 }
@@ -77,15 +75,15 @@ var _ wire.Output = (*stream)(nil)
 // the session.
 func (s *stream) run(ctx context.Context, w *wire.Writer) {
 	defer s.sess.Close(nil)
-	h := s.w.Header()
+	h := s.W.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
-	s.w.WriteHeader(http.StatusOK)
-	if _, err := s.w.Write(retryField); err != nil {
+	s.W.WriteHeader(http.StatusOK)
+	if _, err := s.W.Write(retryField); err != nil {
 		return
 	}
-	if s.rc.Flush() != nil {
+	if s.RC.Flush() != nil {
 		return
 	}
 
@@ -107,18 +105,3 @@ func (s *stream) run(ctx context.Context, w *wire.Writer) {
 func (s *stream) Append(frame []byte, e *notify.Envelope, _ int) []byte {
 	return appendEvent(frame, e, s.pos)
 }
-
-// WriteFrame implements wire.Output: write and flush (quic-go holds
-// responses under 4 KiB until a flush).
-func (s *stream) WriteFrame(frame []byte) error {
-	if _, err := s.w.Write(frame); err != nil {
-		return err
-	}
-	return s.rc.Flush()
-}
-
-// SetWriteDeadline implements wire.Output.
-func (s *stream) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDeadline(t) }
-
-// End implements wire.Output: the stream ends when the handler returns.
-func (*stream) End(error) {}
