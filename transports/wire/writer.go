@@ -57,11 +57,14 @@ type WriterOptions struct {
 	// last frame is the error notice saying why (SSE, NDJSON streams; a
 	// WebSocket says it with its close code instead).
 	FinalNotice bool
-	// StickyDeadline lets the write deadline stay set between writes
-	// while the writer is active (a net.Conn, where a deadline is only
-	// checked by I/O), refreshed when less than three quarters of the
-	// write timeout remain and removed when the writer goes idle: a busy
-	// connection then pays no deadline update per write. Without it the
+	// StickyDeadline lets the write deadline stay set between writes (a
+	// net.Conn, where a deadline is only checked by I/O), refreshed when
+	// less than three quarters of the write timeout remain: a busy
+	// connection then pays no deadline update per write, nor per wake-up.
+	// The deadline stays set when the writer goes idle, so anything else
+	// that writes to the Output (a WebSocket library's control frames)
+	// must set a deadline of its own first; it may only move the
+	// deadline later, never earlier, than the writer's. Without it the
 	// deadline is set before each write and removed after (HTTP/2 resets
 	// a stream whose deadline passes even while nothing is written).
 	StickyDeadline bool
@@ -304,15 +307,14 @@ func (w *Writer) wait() bool {
 		w.mu.Unlock()
 		return false
 	}
-	w.state = writing // still ours while the deadline is removed
+	w.idleLocked() // lingered with nothing to do
 	w.mu.Unlock()
-	return !w.release()
+	return false
 }
 
 // release gives up the writer's role (on demand). It reports false if a
 // wake-up came meanwhile: the caller keeps the role and writes again.
 func (w *Writer) release() bool {
-	w.clearDeadline()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.state == ended {
@@ -322,9 +324,15 @@ func (w *Writer) release() bool {
 		w.again = false
 		return false
 	}
+	w.idleLocked()
+	return true
+}
+
+// idleLocked gives up the role; w.mu is held. The sticky deadline, if
+// any, stays set: an idle connection's next write refreshes it when due.
+func (w *Writer) idleLocked() {
 	w.state = idle
 	w.kick, w.linger = nil, nil // no Wake uses kick while idle
-	return true
 }
 
 // flush writes everything queued. It reports false once the connection
@@ -416,13 +424,6 @@ func (w *Writer) write(frame []byte) bool {
 		_ = w.out.SetWriteDeadline(time.Time{})
 	}
 	return true
-}
-
-func (w *Writer) clearDeadline() {
-	if w.deadline != 0 {
-		w.deadline = 0
-		_ = w.out.SetWriteDeadline(time.Time{})
-	}
 }
 
 // isTimeout reports whether err is a missed write deadline.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"time"
 )
 
 // Buffer sizes of an upgraded connection. net/http hands a hijacker 4 KiB
@@ -22,10 +23,12 @@ const (
 )
 
 // leanHijacker gives websocket.Accept smaller buffers than net/http's, and
-// keeps the hijacked connection in *conn (for write deadlines).
+// keeps the hijacked connection in *conn (for write deadlines). The library
+// writes its control frames through a controlWriter with writeTimeout.
 type leanHijacker struct {
 	http.ResponseWriter
-	conn *net.Conn
+	conn         *net.Conn
+	writeTimeout time.Duration
 }
 
 func (l leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -45,7 +48,27 @@ func (l leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_ = conn.Close()
 		return nil, nil, err
 	}
-	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, writeBufferSize)), nil
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(controlWriter{conn, l.writeTimeout}, writeBufferSize)), nil
+}
+
+// controlWriter is where coder/websocket's buffer writes its control
+// frames (pongs, pings, close): it sets a deadline of its own before each
+// write, since the data writer leaves its sticky deadline set while idle
+// (wire.WriterOptions.StickyDeadline), long past by the time an idle
+// connection answers a client's ping. now+timeout is never earlier than
+// the deadline the data writer last set, so a data write in flight keeps
+// at least its bound. Control frames are rare: one deadline update each
+// costs nothing that matters.
+type controlWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (c controlWriter) Write(p []byte) (int, error) {
+	if c.timeout > 0 {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	}
+	return c.conn.Write(p)
 }
 
 // readerOver returns a small reader of conn that already holds, buffered,

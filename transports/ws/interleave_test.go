@@ -144,3 +144,59 @@ func waitSubscribed(t *testing.T, h *notify.Hub, channel string) {
 	}
 	t.Fatalf("no subscriber on %s", channel)
 }
+
+// The writer leaves its write deadline set when it goes idle (sticky
+// deadlines): long after it has passed, a client's ping must still get its
+// pong (the library's control write sets a deadline of its own) and the
+// next message must still arrive.
+func TestControlFramesAfterTheStickyDeadlinePassed(t *testing.T) {
+	b := notify.NewMemoryBroker(notify.MemoryConfig{})
+	h := notify.NewHub(b, notify.HubConfig{})
+	t.Cleanup(func() { _ = h.Close(); _ = b.Close() })
+	const timeout = 200 * time.Millisecond
+	srv := httptest.NewServer(ws.NewHandler(wire.Config{Hub: h, WriteTimeout: timeout, Auth: wire.AuthFunc(func(*http.Request) (*notify.Grants, error) {
+		return &notify.Grants{User: "u", Subscribe: []string{"news"}}, nil
+	})}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/?channel=news", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	waitSubscribed(t, h, "news")
+	frames := make(chan []byte, 16)
+	go func() { // one reader for the test's life: it takes in the pongs too
+		defer close(frames)
+		for {
+			_, data, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			frames <- data
+		}
+	}()
+	readMessage := func(i int) {
+		t.Helper()
+		if _, err := b.Publish(ctx, notify.Publication{Channel: "news", Data: []byte(`{"n":` + strconv.Itoa(i) + `}`)}); err != nil {
+			t.Fatal(err)
+		}
+		for data := range frames {
+			if bytes.Contains(data, []byte(`"n":`+strconv.Itoa(i))) {
+				return
+			}
+		}
+		t.Fatalf("message %d: the connection ended", i)
+	}
+	readMessage(1) // sets the sticky deadline
+	time.Sleep(3 * timeout)
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer pcancel()
+	if err := c.Ping(pctx); err != nil {
+		t.Fatalf("ping after the writer's deadline passed: %v", err)
+	}
+	readMessage(2) // the stale deadline is refreshed
+	time.Sleep(3 * timeout)
+	readMessage(3)
+}

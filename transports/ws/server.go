@@ -41,7 +41,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, err)
 		return
 	}
-	ws, err := websocket.Accept(leanHijacker{ResponseWriter: w, conn: &c.nc}, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(leanHijacker{ResponseWriter: w, conn: &c.nc, writeTimeout: h.cfg.WriteTimeout}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the origin was checked above, with our patterns
 		CompressionMode:    websocket.CompressionDisabled,
 		// Chosen when offered: a client that sends its token as the
