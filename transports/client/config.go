@@ -133,28 +133,37 @@ type Backoff struct {
 }
 
 // DefaultQUICConfig returns the QUIC configuration an HTTP3 client uses
-// when Config.QUICConfig is nil: a keep-alive PING every 5 s and a 15 s
-// idle timeout.
+// when Config.QUICConfig is nil: a keep-alive PING every second, a 2 s
+// idle timeout and a 3 s handshake idle timeout.
 //
 // A server that dies without closing its connections (killed, its host or
 // the network path gone) cannot tell its QUIC clients, and QUIC does not
-// act on ICMP: a client notices only when the idle timeout passes without
-// a packet from the server, counted from its first packet after the last
-// it received (a keep-alive PING when idle). So it reconnects at most
-// KeepAlivePeriod + MaxIdleTimeout = 20 s after the server died, where
-// quic-go's client defaults (10 s, 30 s) take up to 40 s. The idle timeout
-// in force is the smaller of the client's and the server's (Herald's is
-// 2×heartbeat + write timeout, 60 s by default), and it also bounds how
-// long a connection survives a network outage (a phone without coverage
-// for 15 s reconnects and resumes).
+// act on ICMP: unless a process on the server's address answers with a
+// stateless reset (a restarted Herald instance, or another behind the same
+// UDP address, that shares the reset key: docs/deployment.md), a client
+// notices only when the idle timeout passes without a packet from the
+// server. With a PING every second an idle connection hears from the
+// server at least every second, so a dead one is noticed at most 2 s after
+// the server's last packet, and the client reconnects: a failover costs
+// QUIC clients about as much as TCP ones. quic-go's client defaults (10 s,
+// 30 s) take up to 40 s. The idle timeout in force is the smaller of the
+// client's and the server's (Herald's is 2×heartbeat + write timeout,
+// 60 s by default).
 //
-// The cost is one PING and its acknowledgement every 5 s on an idle
-// connection: about 55 bytes of UDP payload a round (25 out, 29 back,
-// measured), some 40 KB an hour, twice what quic-go's defaults send, and a
-// radio wake-up every 5 s on a phone. Supply a QUICConfig to trade one for
-// the other.
+// The costs: one PING and its acknowledgement every second on an idle
+// connection, about 55 bytes of UDP payload a round (25 out, 29 back,
+// measured), some 200 KB an hour, and a radio that seldom sleeps on a
+// phone; and a path that loses every packet for 2 s (a tunnel, a Wi-Fi
+// hand-over) ends the connection: the client reconnects and resumes from
+// its position, nothing is lost. Supply a QUICConfig (e.g. KeepAlivePeriod
+// 5 s, MaxIdleTimeout 15 s) to trade failover time for battery and
+// traffic.
 func DefaultQUICConfig() *quic.Config {
-	return &quic.Config{KeepAlivePeriod: 5 * time.Second, MaxIdleTimeout: 15 * time.Second}
+	return &quic.Config{
+		KeepAlivePeriod:      time.Second,
+		MaxIdleTimeout:       2 * time.Second,
+		HandshakeIdleTimeout: 3 * time.Second,
+	}
 }
 
 // withDefaults returns cfg with its defaults filled in.
