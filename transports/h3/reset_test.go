@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -69,14 +70,30 @@ func listenQUIC(t *testing.T, addr *net.UDPAddr, cert tls.Certificate, key *quic
 	}
 	go func() {
 		for {
-			if _, err := ln.Accept(context.Background()); err != nil {
+			conn, err := ln.Accept(context.Background())
+			if err != nil {
 				return
 			}
+			go echoByte(conn)
 		}
 	}()
 	s := &quicServer{udp: udp, ln: ln}
 	t.Cleanup(s.stop)
 	return s
+}
+
+// echoByte answers a stream's first byte: the client's round trip that
+// proves the handshake confirmed (HANDSHAKE_DONE received), so that its
+// later packets are all short-header ones a restarted server can reset.
+func echoByte(conn *quic.Conn) {
+	str, err := conn.AcceptStream(context.Background())
+	if err != nil {
+		return
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(str, b); err == nil {
+		_, _ = str.Write(b)
+	}
 }
 
 // stop ends the server the way a killed process does: no
@@ -106,6 +123,16 @@ func restartEndsOldConn(t *testing.T, first, second *quic.StatelessResetKey, idl
 		t.Fatal(err)
 	}
 	defer conn.CloseWithError(0, "")
+	ping, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ping.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(ping, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 	old.stop()
 	listenQUIC(t, addr, cert, second)
 	// Something bigger than a keep-alive: quic-go answers no packet under
