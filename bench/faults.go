@@ -166,7 +166,6 @@ func (r *runner) idle(ctx context.Context, cl *cluster, tr string, n int) *Resul
 	}
 	res := &Result{Scenario: Idle, Transport: tr, Load: fmt.Sprintf("%d connections", n), Subscribers: n, Instances: 1, MeasureSec: measure.Seconds()}
 	env := newDialEnv(tr, r.tls, r.sources, cl)
-	env.quickQUIC = r.cfg.Quick
 	a := newAPI(r.apiKey, r.tls)
 	tk := &tokens{api: a, m: map[string]string{}}
 	f := newFleet(ctx, env)
@@ -223,9 +222,9 @@ func (r *runner) idle(ctx context.Context, cl *cluster, tr string, n int) *Resul
 }
 
 // faultDrain is how long a fault scenario waits for clients to resume and
-// catch up: in the full run, beyond the 20 s a QUIC client may take to
-// notice a killed server (client.DefaultQUICConfig: keep-alive 5 s, idle
-// timeout 15 s), plus backoff.
+// catch up: in the full run, with room for a client configured with
+// longer QUIC timeouts than client.DefaultQUICConfig's (1.5 s idle) and for
+// the backoff of thousands of reconnections at once.
 func (r *runner) faultDrain() time.Duration {
 	if r.cfg.Quick {
 		return 10 * time.Second

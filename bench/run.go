@@ -251,7 +251,7 @@ func method(cfg Config) []string {
 		"Open-loop publishing at a fixed rate through POST /v1/publish: message k is scheduled at start + k/rate and carries its scheduled time (Unix ns) and a per-channel sequence number in its data; a publisher that falls behind sends what is due as one batch, so a slow server cannot slow the schedule (no coordinated omission).",
 		"Latency = receive time at the client − scheduled publish time carried in the message, recorded in an HdrHistogram (1 µs – 120 s, 3 significant digits) for messages scheduled inside the measurement window; the warm-up before it is excluded.",
 		"Every subscriber checks every sequence number of its channel: lost (never received, publishes that failed excluded), duplicated and out-of-order deliveries are counted exactly. The promise is zero of each.",
-		"QUIC clients (sse-h3 and h3) use transports/client's defaults (client.DefaultQUICConfig): keep-alive every 5 s, 15 s idle timeout; QUIC notices a killed server only by that timeout (at most 20 s)." + quickQUICNote(cfg),
+		"QUIC clients (sse-h3 and h3) use transports/client's defaults (client.DefaultQUICConfig): keep-alive every 500 ms, 1.5 s idle timeout; a killed server's port is dead (no process to send a stateless reset), so QUIC notices it by that timeout (at most 2 s after its last packet).",
 		"Clients are transports/client reconnecting clients (one connection each; SSE over HTTP/2 and HTTP/3 get a connection of their own per client), subscribed end to end before publishing starts (a probe message is published until each has received it).",
 		"Server cost from /proc/<pid>/stat over the measurement window, of the instances that hold the scenario's clients or take its publishes (idle instances are left out) and of Redis: % of one core, and CPU µs per delivery the clients received in that same window (so a backlog does not distort it); RSS per connection from /proc/<pid>/status. \"deliveries/s (offered)\" counts the deliveries of the messages scheduled in the window, \"received/s\" what the clients received during it: below the offered rate, the system fell behind.",
 		"Bytes on the wire: counted at the client's sockets (both directions, TLS and QUIC framing included): TCP through the HTTP transport's dial hook, QUIC through the http3.Transport Dial hook with a counting net.PacketConn.",
@@ -389,10 +389,3 @@ func (r *runner) logf(format string, args ...any) {
 }
 
 var _ = runtime.NumCPU
-
-func quickQUICNote(cfg Config) string {
-	if cfg.Quick {
-		return " This quick run uses 1 s / 3 s for sse-h3 and h3."
-	}
-	return ""
-}

@@ -264,7 +264,7 @@ func (r *runner) scaleRun(ctx context.Context, cl *cluster, tr string, p scalePl
 		wc := &workerConfig{Index: w, Transport: tr, RootsPEM: roots, SkipVerify: skip, APIKey: r.apiKey, Instances: targets,
 			Prefix: prefix, From: w * p.clients / p.workers, To: (w + 1) * p.clients / p.workers,
 			Channels: []string{channel}, Broadcast: true, Sources: r.workerSources(w),
-			RampPerSec: p.ramp / float64(p.workers), RampStart: rampStart.UnixNano(), BufferSize: p.bufferSize, QuickQUIC: r.cfg.Quick}
+			RampPerSec: p.ramp / float64(p.workers), RampStart: rampStart.UnixNano(), BufferSize: p.bufferSize}
 		sources = append(sources, wc.Sources...)
 		wp, err := startWorker(r.cfg.Worker, w, cpus, filepath.Join(logDir, fmt.Sprintf("worker-%d.log", w)), wc)
 		if err != nil {

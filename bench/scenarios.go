@@ -274,7 +274,6 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 	res := &Result{Scenario: st.scenario, Transport: st.transport, Load: st.load(), Subscribers: st.subs,
 		Instances: nInst, Rate: st.rate, MeasureSec: measure.Seconds()}
 	env := newDialEnv(st.transport, r.tls, r.sources, cl)
-	env.quickQUIC = r.cfg.Quick
 	a := newAPI(r.apiKey, r.tls)
 	tk := &tokens{api: a, m: map[string]string{}}
 	f := newFleet(ctx, env)

@@ -96,7 +96,6 @@ type dialEnv struct {
 	wire      *wireCounter
 	sources   []net.IP // loopback source addresses to spread over; nil: the kernel's choice
 	shared    *http.Client
-	quickQUIC bool // short QUIC idle timeout (--quick)
 	// route, when set, maps the address a client dials to the one it
 	// reaches: a fault scenario's load balancer in front of instances
 	// that died. Shared by the transports of one cluster.
@@ -192,13 +191,9 @@ func (e *dialEnv) dialQUIC(i int) func(ctx context.Context, addr string, tlsCfg 
 // clientConfig returns the client configuration of client i of this
 // transport, for an instance's base URLs.
 func (e *dialEnv) clientConfig(i int, plainURL, tlsURL string) client.Config {
-	// The reconnecting client's QUIC defaults, for h3 and sse-h3 alike;
-	// the quick run shortens them so that a killed server is noticed in
-	// seconds (QUIC learns of a dead peer only from its idle timeout).
+	// The reconnecting client's QUIC defaults, for h3 and sse-h3 alike:
+	// what a killed server costs them is what it costs a user's client.
 	quicCfg := client.DefaultQUICConfig()
-	if e.quickQUIC {
-		quicCfg = &quic.Config{KeepAlivePeriod: time.Second, MaxIdleTimeout: 3 * time.Second}
-	}
 	switch e.transport {
 	case WS:
 		return client.Config{URL: plainURL, Transport: client.WebSocket, HTTPClient: e.shared}

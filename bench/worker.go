@@ -84,7 +84,6 @@ type workerConfig struct {
 	RampPerSec float64 `json:"ramp_per_s"`
 	RampStart  int64   `json:"ramp_start_ns"`
 	BufferSize int     `json:"buffer_size,omitempty"`
-	QuickQUIC  bool    `json:"quick_quic,omitempty"`
 }
 
 type workerTarget struct {
@@ -250,7 +249,6 @@ func runWorker(ctx context.Context, cmds <-chan workerCommand, out *workerOut) e
 		}
 	}
 	env := newDialEnv(cfg.Transport, tlsCfg, sources, nil)
-	env.quickQUIC = cfg.QuickQUIC
 	a := newAPI(cfg.APIKey, tlsCfg)
 	tk := &tokens{api: a, m: map[string]string{}}
 	f := newFleet(ctx, env)

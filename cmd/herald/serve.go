@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/notify/auth"
+	"github.com/heraldhq/herald/transports/h3"
 )
 
 type serveConfig struct {
@@ -20,6 +21,7 @@ type serveConfig struct {
 	certDir           string
 	redisURL          string
 	secret            string
+	quicResetKey      string
 	apiKeys           listFlag
 	allowedOrigins    listFlag
 	singleUseTokens   bool
@@ -88,6 +90,7 @@ Flags:
 	fs.StringVar(&c.certDir, "cert-dir", defaultCertDir(), "where the development certificate is kept and reused")
 	fs.StringVar(&c.redisURL, "redis", "", "Redis URL (redis://host:port/db), or a Redis Cluster (redis-cluster://host1:7000,host2:7001,…); empty runs the embedded memory broker")
 	fs.StringVar(&c.secret, "secret", "", "token signing secret (at least 32 bytes); empty generates one for this run")
+	fs.StringVar(&c.quicResetKey, "quic-reset-key", "", "QUIC stateless-reset key, 64 hex digits, the same on every instance (openssl rand -hex 32); empty derives it from --secret")
 	fs.Var(&c.apiKeys, "api-key", "server-to-server API key (repeatable or comma-separated); empty generates one for this run")
 	fs.Var(&c.allowedOrigins, "allowed-origins", "browser origins allowed cross-site, e.g. https://app.example.com,https://*.example.com")
 	fs.BoolVar(&c.singleUseTokens, "single-use-tokens", false, "accept each token once (IDs recorded in Redis, or memory) until it expires")
@@ -148,6 +151,11 @@ func (c *serveConfig) validate() error {
 	}
 	if (c.certFile == "") != (c.keyFile == "") {
 		errs = append(errs, errors.New("--cert and --key go together"))
+	}
+	if c.quicResetKey != "" {
+		if _, err := h3.ParseResetKey(c.quicResetKey); err != nil {
+			errs = append(errs, fmt.Errorf("--quic-reset-key: %w", err))
+		}
 	}
 	if c.secret != "" && len(c.secret) < 32 {
 		errs = append(errs, errors.New("--secret must be at least 32 bytes"))

@@ -32,6 +32,7 @@ import (
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/heraldhq/herald/transports/ws"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/redis/go-redis/v9"
 )
@@ -50,8 +51,15 @@ type server struct {
 
 	plain, secure *http.Server
 	quic          *http3.Server
-	debug         *http.Server // --debug-addr: metrics and profiles
-	ready         atomic.Bool
+	quicLn        *h3.Listener
+	// resetKey derives the stateless-reset tokens of the QUIC
+	// connections: shared by every instance (--quic-reset-key, or derived
+	// from --secret), so that a restarted instance, or another behind the
+	// same UDP address, resets the old connections instead of letting
+	// their clients wait for the idle timeout.
+	resetKey *quic.StatelessResetKey
+	debug    *http.Server // --debug-addr: metrics and profiles
+	ready    atomic.Bool
 	// devMode: no --api-key was given, so the server generated one, and it
 	// hands out demo tokens (POST /v1/demo/token) to the demo page.
 	devMode bool
@@ -101,6 +109,10 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		s.close()
 		return nil, err
 	}
+	if s.resetKey, err = quicResetKey(cfg.quicResetKey, authCfg.Secret); err != nil {
+		s.close()
+		return nil, err
+	}
 	limiter := newRateLimiter(cfg.publishRate, cfg.publishBurst)
 	s.wire = wire.Config{
 		Hub: s.hub,
@@ -123,6 +135,20 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	s.plain = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.handshakeTimeout, ConnContext: sse.ConnContext(s.wire),
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
+}
+
+// quicResetKey is the --quic-reset-key flag's key, or, without it, one
+// derived from the token-signing secret (which every instance shares; in
+// development mode the secret, and so the key, is this run's own).
+func quicResetKey(flag string, secret []byte) (*quic.StatelessResetKey, error) {
+	if flag != "" {
+		k, err := h3.ParseResetKey(flag)
+		if err != nil {
+			return nil, fmt.Errorf("--quic-reset-key: %w", err)
+		}
+		return k, nil
+	}
+	return h3.DeriveResetKey(secret)
 }
 
 // authConfig makes the authenticator's configuration, generating a secret
@@ -302,7 +328,14 @@ func (s *server) listen() (plainLn, tlsLn net.Listener, udp net.PacketConn, err 
 	s.closer = append(s.closer, func() { _ = udp.Close() })
 	s.tlsAddr = tcp.Addr().String()
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
-	s.quic = h3.NewServer(s.plain.Handler, &tls.Config{Certificates: []tls.Certificate{cert}}, s.wire)
+	quicTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
+	s.quic = h3.NewServer(s.plain.Handler, quicTLS, s.wire)
+	if s.quicLn, err = h3.Listen(udp, quicTLS, s.wire, s.resetKey); err != nil {
+		plainLn.Close()
+		tcp.Close()
+		return nil, nil, nil, err
+	}
+	s.closer = append(s.closer, func() { _ = s.quicLn.Close() })
 	s.secure = &http.Server{
 		Handler:           s.altSvc(s.plain.Handler),
 		ReadHeaderTimeout: s.cfg.handshakeTimeout,
@@ -434,7 +467,7 @@ func (s *server) serve(plainLn, tlsLn net.Listener, udp net.PacketConn, debugLn 
 	go func() { errc <- ignoreClosed(s.plain.Serve(plainLn)) }()
 	if tlsLn != nil {
 		go func() { errc <- ignoreClosed(s.secure.Serve(tlsLn)) }()
-		go func() { errc <- ignoreClosed(s.quic.Serve(udp)) }()
+		go func() { errc <- ignoreClosed(s.quic.ServeListener(s.quicLn)) }()
 	}
 	if debugLn != nil {
 		go func() { errc <- ignoreClosed(s.debug.Serve(debugLn)) }()

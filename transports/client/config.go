@@ -133,28 +133,37 @@ type Backoff struct {
 }
 
 // DefaultQUICConfig returns the QUIC configuration an HTTP3 client uses
-// when Config.QUICConfig is nil: a keep-alive PING every 5 s and a 15 s
-// idle timeout.
+// when Config.QUICConfig is nil: a keep-alive PING every 500 ms, a 1.5 s
+// idle timeout and a 3 s handshake idle timeout.
 //
 // A server that dies without closing its connections (killed, its host or
 // the network path gone) cannot tell its QUIC clients, and QUIC does not
-// act on ICMP: a client notices only when the idle timeout passes without
-// a packet from the server, counted from its first packet after the last
-// it received (a keep-alive PING when idle). So it reconnects at most
-// KeepAlivePeriod + MaxIdleTimeout = 20 s after the server died, where
-// quic-go's client defaults (10 s, 30 s) take up to 40 s. The idle timeout
-// in force is the smaller of the client's and the server's (Herald's is
-// 2×heartbeat + write timeout, 60 s by default), and it also bounds how
-// long a connection survives a network outage (a phone without coverage
-// for 15 s reconnects and resumes).
+// act on ICMP. A process that takes over the server's address (a restarted
+// Herald instance, or another behind the same UDP address, sharing the
+// reset key: docs/deployment.md) answers the old connection's packets with
+// a stateless reset, but only packets over 42 bytes (quic-go's floor), not
+// a keep-alive PING. So an idle client notices a dead server when the idle
+// timeout passes, counted from its first packet after the last it received
+// (quic-go's rule): at most KeepAlivePeriod + MaxIdleTimeout = 2 s after
+// the server's last packet. A failover then costs QUIC clients about what
+// it costs TCP ones; quic-go's client defaults (10 s, 30 s) take up to
+// 40 s. The idle timeout in force is the smaller of the client's and the
+// server's (Herald's is 2×heartbeat + write timeout, 60 s by default).
 //
-// The cost is one PING and its acknowledgement every 5 s on an idle
-// connection: about 55 bytes of UDP payload a round (25 out, 29 back,
-// measured), some 40 KB an hour, twice what quic-go's defaults send, and a
-// radio wake-up every 5 s on a phone. Supply a QUICConfig to trade one for
-// the other.
+// The costs: one PING and its acknowledgement every 500 ms on an idle
+// connection, about 55 bytes of UDP payload a round (25 out, 29 back,
+// measured), some 400 KB an hour, and a radio that never sleeps on a
+// phone; and a path that loses every packet for 1.5 s (a tunnel, a Wi-Fi
+// hand-over) ends the connection: the client reconnects and resumes from
+// its position, nothing is lost. A mobile app should supply a QUICConfig
+// (e.g. KeepAlivePeriod 5 s, MaxIdleTimeout 15 s: a failover then takes
+// up to 20 s) to trade failover time for battery and traffic.
 func DefaultQUICConfig() *quic.Config {
-	return &quic.Config{KeepAlivePeriod: 5 * time.Second, MaxIdleTimeout: 15 * time.Second}
+	return &quic.Config{
+		KeepAlivePeriod:      500 * time.Millisecond,
+		MaxIdleTimeout:       1500 * time.Millisecond,
+		HandshakeIdleTimeout: 3 * time.Second,
+	}
 }
 
 // withDefaults returns cfg with its defaults filled in.

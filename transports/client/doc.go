@@ -44,8 +44,10 @@
 // a host or network path that vanished is noticed over TCP only by TCP
 // keep-alive, in minutes. A killed QUIC server (HTTP3, SSE over HTTP/3)
 // tells nothing, and ICMP is not acted on: the client notices at the QUIC
-// idle timeout, which DefaultQUICConfig makes at most 20 s (keep-alive
-// 5 s + idle timeout 15 s; quic-go's defaults take up to 40 s).
+// idle timeout, which DefaultQUICConfig makes at most 2 s (keep-alive
+// 500 ms + idle timeout 1.5 s; quic-go's defaults take up to 40 s), or at
+// once if a restarted server sharing the reset key answers a packet with
+// a stateless reset.
 // Config.QUICConfig changes it for HTTP3; SSE over HTTP/3 takes its
 // settings from the *http3.Transport in Config.HTTPClient. Config.DialQUIC
 // opens HTTP3's QUIC connections, every attempt anew.

@@ -80,8 +80,9 @@ func TestQUICConfigDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != 5*time.Second || q.MaxIdleTimeout != 15*time.Second || q.Allow0RTT {
-		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, 0-RTT %v; want 5s, 15s, false", q.KeepAlivePeriod, q.MaxIdleTimeout, q.Allow0RTT)
+	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != 500*time.Millisecond || q.MaxIdleTimeout != 1500*time.Millisecond || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
+		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 500ms, 1.5s, 3s, false",
+			q.KeepAlivePeriod, q.MaxIdleTimeout, q.HandshakeIdleTimeout, q.Allow0RTT)
 	}
 	mine := &quic.Config{MaxIdleTimeout: time.Minute}
 	c, err = New(Config{URL: "https://h:8443", Transport: HTTP3, QUICConfig: mine})
@@ -131,8 +132,8 @@ func TestDialQUICEveryReconnect(t *testing.T) {
 	}
 	for i := range d.calls() {
 		q := d.config(i)
-		if q.KeepAlivePeriod != 5*time.Second || q.MaxIdleTimeout != 15*time.Second {
-			t.Errorf("dial %d: keep-alive %v, idle timeout %v; want the defaults 5s, 15s", i, q.KeepAlivePeriod, q.MaxIdleTimeout)
+		if def := DefaultQUICConfig(); q.KeepAlivePeriod != def.KeepAlivePeriod || q.MaxIdleTimeout != def.MaxIdleTimeout {
+			t.Errorf("dial %d: keep-alive %v, idle timeout %v; want the defaults %v, %v", i, q.KeepAlivePeriod, q.MaxIdleTimeout, def.KeepAlivePeriod, def.MaxIdleTimeout)
 		}
 		if q == c.cfg.QUICConfig {
 			t.Errorf("dial %d was given the Config's QUICConfig itself, not a copy", i)
@@ -196,5 +197,40 @@ func TestQUICIdleTimeoutReconnects(t *testing.T) {
 	if q := d.config(1); q.MaxIdleTimeout != idle || q.KeepAlivePeriod != keepAlive {
 		t.Errorf("redial with keep-alive %v, idle timeout %v; want the QUICConfig's", q.KeepAlivePeriod, q.MaxIdleTimeout)
 	}
+	t.Logf("silent server noticed after %v", took.Round(time.Millisecond))
+}
+
+// TestQUICDefaultsNoticeSilentServer: with DefaultQUICConfig (no
+// QUICConfig given) a server whose packets are all lost — killed, or its
+// path gone — is noticed within 2 s (a keep-alive period and the idle
+// timeout), not the server's
+// 60 s, and the client reconnects. The bound is generous: this is not a
+// speed test.
+func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
+	s := startTestServer(t)
+	cfg, _ := s.config(HTTP3, "42", "news")
+	d := &quicDialer{}
+	cfg.DialQUIC = d.dial
+	st := newStates()
+	cfg.OnState = st.record
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c)
+	st.waitFor(t, "connected", isPhase(Connected))
+	d.socket(0).Muted.Store(true)
+	muted := time.Now()
+	down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+	took := time.Since(muted)
+	var idleErr *quic.IdleTimeoutError
+	if !errors.As(down.Err, &idleErr) {
+		t.Errorf("reconnecting after %v; want a QUIC idle timeout", down.Err)
+	}
+	def := DefaultQUICConfig()
+	if bound := def.KeepAlivePeriod + def.MaxIdleTimeout; took > bound+5*time.Second {
+		t.Errorf("the silent server was noticed after %v; want within about %v", took, bound)
+	}
+	st.waitFor(t, "connected again", isPhase(Connected))
 	t.Logf("silent server noticed after %v", took.Round(time.Millisecond))
 }
