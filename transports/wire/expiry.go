@@ -24,7 +24,7 @@ const DefaultTokenRefreshGrace = 5 * time.Second
 // connection with notify.DropTokenExpired. It holds one timer, and none
 // while the credentials do not expire.
 type expiry struct {
-	mu      sync.Mutex
+	mu      sync.Mutex  // also guards Session.Grants once the session is open
 	at      time.Time   // guarded by mu; zero: never
 	warned  bool        // the notice for at is queued; guarded by mu
 	timer   *time.Timer // guarded by mu; nil while nothing is armed
@@ -106,6 +106,14 @@ func (s *Session) warnExpiry(left time.Duration) {
 	_ = s.Conn.Send(ctx, &notify.Envelope{Type: notify.TypeExpiring, Code: notify.ErrTokenExpired.Code, Delay: max(left.Milliseconds(), 0)})
 }
 
+// grants returns the session's current grants (a refresh may replace
+// them while another goroutine handles commands).
+func (s *Session) grants() *notify.Grants {
+	s.expiry.mu.Lock()
+	defer s.expiry.mu.Unlock()
+	return s.Grants
+}
+
 func (s *Session) grace() time.Duration {
 	if s.cfg == nil || s.cfg.TokenRefreshGrace <= 0 {
 		return DefaultTokenRefreshGrace
@@ -127,10 +135,12 @@ func (s *Session) refresh(ctx context.Context, cmd Command) error {
 	if err != nil {
 		return err
 	}
-	if g.User != s.Grants.User {
+	if g.User != s.grants().User {
 		return notify.Errorf(notify.ErrForbidden, "the refresh token is for another user")
 	}
+	s.expiry.mu.Lock()
 	s.Grants = g
+	s.expiry.mu.Unlock()
 	s.setExpiry(g.Expires)
 	return s.Conn.Send(ctx, &notify.Envelope{Type: notify.TypeRefreshed, Ref: cmd.Ref})
 }

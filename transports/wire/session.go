@@ -147,8 +147,8 @@ type Observer interface {
 type Session struct {
 	Conn     *notify.Conn
 	cfg      *Config
-	Grants   *notify.Grants
-	Channels []string // the channels requested at connect, the user's own first
+	Grants   *notify.Grants // the connect token's; a refresh replaces it (read it with grants while commands run)
+	Channels []string       // the channels requested at connect, the user's own first
 	cursor   Cursor
 	hub      *notify.Hub
 	limiter  interface{ Allow(key string, n int) bool }
@@ -281,14 +281,14 @@ func (s *Session) Handle(ctx context.Context, line []byte) {
 func (s *Session) run(ctx context.Context, cmd Command) error {
 	switch cmd.Type {
 	case CmdSubscribe:
-		if err := s.Grants.CheckSubscribe(cmd.Channel); err != nil {
+		if err := s.grants().CheckSubscribe(cmd.Channel); err != nil {
 			return err
 		}
 		return s.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: cmd.Channel, Since: cmd.Since, Ref: cmd.Ref})
 	case CmdUnsubscribe:
 		return s.Conn.Unsubscribe(ctx, cmd.Channel, cmd.Ref)
 	case CmdPublish:
-		if err := s.Grants.CheckPublish(cmd.Channel); err != nil {
+		if err := s.grants().CheckPublish(cmd.Channel); err != nil {
 			return err
 		}
 		if s.limiter != nil && !s.limiter.Allow("user:"+s.Grants.User, 1) {
