@@ -222,6 +222,10 @@ func wellKnownType(t []byte) string {
 		return TypePong
 	case TypeReconnect:
 		return TypeReconnect
+	case TypeRefreshed:
+		return TypeRefreshed
+	case TypeExpiring:
+		return TypeExpiring
 	}
 	return ""
 }

@@ -32,6 +32,9 @@ const (
 	// DropUnavailable: the broker failed while the connection was being
 	// served. Code unavailable.
 	DropUnavailable
+	// DropTokenExpired: the connection's token expired and no refresh
+	// came within the grace period. Code token_expired.
+	DropTokenExpired
 
 	dropReasons // the number of reasons
 )
@@ -44,6 +47,7 @@ var dropNames = [dropReasons]string{
 	DropReconnectAdvice:  "reconnect_advice",
 	DropShutdown:         "shutdown",
 	DropUnavailable:      "unavailable",
+	DropTokenExpired:     "token_expired",
 }
 
 // DropReasons lists every reason but DropNone, in order.
@@ -81,6 +85,7 @@ var drops = [dropReasons]*dropError{
 	DropReconnectAdvice:  {DropReconnectAdvice, ErrShutdown},
 	DropShutdown:         {DropShutdown, ErrShutdown},
 	DropUnavailable:      {DropUnavailable, ErrUnavailable},
+	DropTokenExpired:     {DropTokenExpired, ErrTokenExpired},
 }
 
 // Dropped returns the error that closes a connection for reason r (see

@@ -15,6 +15,8 @@ const (
 	TypeError        = "error"
 	TypePong         = "pong"
 	TypeReconnect    = "reconnect"
+	TypeRefreshed    = "refreshed" // a refresh command's ack
+	TypeExpiring     = "expiring"  // the connection's token expires: refresh or reconnect
 )
 
 // Envelope is the JSON object every transport carries, for messages and for

@@ -51,6 +51,7 @@ var (
 	ErrForbidden          = &Error{Code: "forbidden", Message: "not allowed"}
 	ErrInvalidCommand     = &Error{Code: "invalid_command", Message: "malformed command"}
 	ErrRateLimited        = &Error{Code: "rate_limited", Message: "too many requests"}
+	ErrTokenExpired       = &Error{Code: "token_expired", Message: "the connection's token expired and was not refreshed; reconnect with a new token"}
 )
 
 // Errorf returns an error of kind's code with a specific message, for

@@ -1,6 +1,9 @@
 package notify
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Grants are what an authenticated client may do: its user (whose personal
 // channel "user:<id>" it may always subscribe to) and the channels it may
@@ -11,6 +14,9 @@ type Grants struct {
 	User      string
 	Subscribe []string
 	Publish   []string
+	// Expires is when the credentials expire (a token's exp); zero means
+	// never. A connection made with them ends after it unless refreshed.
+	Expires time.Time
 }
 
 // CanSubscribe reports whether the grants allow subscribing to channel.

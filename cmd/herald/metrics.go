@@ -96,7 +96,7 @@ func (m *metrics) watchHub(hub *notify.Hub) {
 type dropCollector struct{ hub *notify.Hub }
 
 var dropDesc = prometheus.NewDesc("herald_connections_dropped_total",
-	"Connections the server closed, by reason: queue_overflow and write_timeout (the client was told lagged), heartbeat_timeout (no answer to a heartbeat: a dead peer), reconnect_advice (a drain's advice written), shutdown, unavailable (the broker failed).",
+	"Connections the server closed, by reason: queue_overflow and write_timeout (the client was told lagged), heartbeat_timeout (no answer to a heartbeat: a dead peer), reconnect_advice (a drain's advice written), shutdown, unavailable (the broker failed), token_expired (the token expired without a refresh).",
 	[]string{"reason"}, nil)
 
 func (dropCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dropDesc }

@@ -37,6 +37,7 @@ type serveConfig struct {
 	publishBurst      int
 	handshakeTimeout  time.Duration
 	heartbeat         time.Duration
+	tokenRefreshGrace time.Duration
 	writeTimeout      time.Duration
 	drainTimeout      time.Duration
 	canaryEvery       time.Duration
@@ -106,6 +107,7 @@ Flags:
 	fs.IntVar(&c.publishBurst, "publish-burst", 200, "publish burst per token or API key")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed to send a request's headers")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 25*time.Second, "idle-connection heartbeat interval")
+	fs.DurationVar(&c.tokenRefreshGrace, "token-refresh-grace", 5*time.Second, "a connection is told its token is expiring this long before expiry and closed (token_expired) this long after it unless refreshed")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "a client that does not take a write in this time is disconnected")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for connections to drain")
 	fs.DurationVar(&c.canaryEvery, "pubsub-canary-interval", 2*time.Second, "Redis: how often a canary is published to each of this instance's Pub/Sub connections; 0 disables it")
@@ -132,6 +134,7 @@ func (c *serveConfig) validate() error {
 		"--max-message-size": c.maxMessageSize > 0, "--max-channels": c.maxChannels > 0,
 		"--handshake-timeout": c.handshakeTimeout > 0, "--heartbeat": c.heartbeat > 0,
 		"--write-timeout": c.writeTimeout > 0, "--drain-timeout": c.drainTimeout > 0,
+		"--token-refresh-grace": c.tokenRefreshGrace > 0,
 	}
 	for name, ok := range positive {
 		if !ok {

@@ -115,17 +115,16 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	}
 	limiter := newRateLimiter(cfg.publishRate, cfg.publishBurst)
 	s.wire = wire.Config{
-		Hub: s.hub,
-		Auth: wire.AuthFunc(func(r *http.Request) (*notify.Grants, error) {
-			return s.auth.Verify(r.Context(), wire.Token(r))
-		}),
-		Heartbeat:      cfg.heartbeat,
-		WriteTimeout:   cfg.writeTimeout,
-		MaxCommandSize: cfg.maxMessageSize + 4096,
-		AllowedOrigins: cfg.allowedOrigins,
-		PublishLimiter: limiter,
-		Observer:       s.metrics,
-		Logger:         log,
+		Hub:               s.hub,
+		Auth:              transportAuth{s.auth},
+		TokenRefreshGrace: cfg.tokenRefreshGrace,
+		Heartbeat:         cfg.heartbeat,
+		WriteTimeout:      cfg.writeTimeout,
+		MaxCommandSize:    cfg.maxMessageSize + 4096,
+		AllowedOrigins:    cfg.allowedOrigins,
+		PublishLimiter:    limiter,
+		Observer:          s.metrics,
+		Logger:            log,
 	}
 	s.metrics.watchHub(s.hub)
 	api := &api{hub: s.hub, auth: s.auth, maxPayload: cfg.maxMessageSize, limiter: limiter, metrics: s.metrics}
@@ -532,4 +531,18 @@ func brokerName(cfg *serveConfig) string {
 		return "redis-cluster"
 	}
 	return "redis"
+}
+
+// transportAuth authenticates transport connections with connect tokens,
+// and verifies the tokens of refresh commands.
+type transportAuth struct{ a *auth.Authenticator }
+
+var _ wire.TokenVerifier = transportAuth{}
+
+func (t transportAuth) Authenticate(r *http.Request) (*notify.Grants, error) {
+	return t.a.Verify(r.Context(), wire.Token(r))
+}
+
+func (t transportAuth) VerifyToken(ctx context.Context, token string) (*notify.Grants, error) {
+	return t.a.Verify(ctx, token)
 }

@@ -227,7 +227,11 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (*notify.Grant
 			return nil, notify.Errorf(notify.ErrUnauthorized, "token already used")
 		}
 	}
-	return &notify.Grants{User: c.Subject, Subscribe: c.Channels, Publish: c.Publish}, nil
+	g := &notify.Grants{User: c.Subject, Subscribe: c.Channels, Publish: c.Publish}
+	if c.ExpiresAt != nil {
+		g.Expires = c.ExpiresAt.Time
+	}
+	return g, nil
 }
 
 // key picks the verification key for the token's (already pinned)

@@ -41,8 +41,10 @@ type Config struct {
 	// Transport is WebSocket, SSE or HTTP3. Default WebSocket.
 	Transport Transport
 	// Token returns a connect token. It is called before every connection
-	// attempt (tokens are short-lived and may be single-use), never
-	// concurrently. An error is retried with backoff like a failed
+	// attempt (tokens are short-lived and may be single-use), and on a
+	// WebSocket or HTTP/3 connection when the server says the token is
+	// expiring, for the refresh command that keeps the connection (SSE
+	// reconnects with a new token instead), never concurrently. An error is retried with backoff like a failed
 	// connection, unless it is a *notify.Error with a code that retrying
 	// cannot fix (see Run), which stops the client. nil means no token.
 	// Every token must be for the same user: the user's channel position

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
+	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/transports/wire"
 )
 
@@ -28,6 +30,10 @@ type connState struct {
 	advised    bool          // the server advised to reconnect…
 	advice     time.Duration // …after this delay
 	reason     error         // the server's last word: an error notice naming no channel
+	refreshing bool          // a refresh is under way (sent, or its token fetched)
+	expiring   bool          // one-way: told the token expires; reconnect now
+
+	refreshes sync.WaitGroup // the refresh goroutine; waited for by serve
 }
 
 // snapshot is the channel set and positions a connection is dialed with.
@@ -194,6 +200,7 @@ func (c *Client) serve(ctx context.Context, cn conn, snap snapshot) connEnd {
 	}
 	cancel()
 	_ = cn.Close()
+	cs.refreshes.Wait() // Token is never called concurrently
 	c.teardown(cs)
 	end.advised, end.advice = cs.advised, cs.advice
 	switch {
@@ -201,6 +208,10 @@ func (c *Client) serve(ctx context.Context, cn conn, snap snapshot) connEnd {
 		end.immediate = true
 	case cs.reason != nil && !end.immediate && !errors.Is(end.err, cs.reason):
 		end.err = fmt.Errorf("%w (%w)", cs.reason, end.err)
+	}
+	if cs.expiring || errors.Is(end.err, notify.ErrTokenExpired) {
+		// Not a failure: a new token is all it takes.
+		end.immediate = true
 	}
 	c.cfg.Logger.Debug("herald client: connection ended", "error", end.err)
 	return end

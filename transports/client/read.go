@@ -43,6 +43,10 @@ func (c *Client) handle(cs *connState, e *notify.Envelope) error {
 	case notify.TypeReconnect:
 		// The stream ends next; the loop waits the advised delay.
 		cs.advised, cs.advice = true, time.Duration(max(e.Delay, 0))*time.Millisecond
+	case notify.TypeExpiring:
+		return c.expiring(cs)
+	case notify.TypeRefreshed:
+		cs.refreshing = false
 	}
 	return nil // pong, and types this client does not know
 }
@@ -145,6 +149,12 @@ func (c *Client) reply(ref string, res result) {
 func (c *Client) errorNotice(cs *connState, e *notify.Envelope) error {
 	err := e.Err()
 	switch {
+	case e.Ref == refreshRef:
+		// Refused: the server ends the connection at the expiry, and
+		// the next one gets a new token.
+		cs.refreshing = false
+		c.cfg.Logger.Debug("herald client: refresh refused", "error", err)
+		return nil
 	case e.Ref != "":
 		c.mu.Lock()
 		if w := c.waiters[e.Ref]; w != nil {

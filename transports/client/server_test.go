@@ -95,14 +95,23 @@ func (s *testServer) newInstance() *instance {
 	hub := notify.NewHub(s.broker, hubCfg)
 	cfg := s.wireCfg
 	cfg.Hub = hub
-	cfg.Auth = wire.AuthFunc(func(r *http.Request) (*notify.Grants, error) {
-		return s.authn.Verify(r.Context(), wire.Token(r))
-	})
+	cfg.Auth = tokenAuth{s.authn}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/ws", ws.NewHandler(cfg))
 	mux.Handle("/v1/sse", sse.NewHandler(cfg))
 	mux.Handle("/v1/stream", h3.NewHandler(cfg))
 	return &instance{hub: hub, mux: mux}
+}
+
+// tokenAuth verifies connect tokens and refresh tokens, as cmd/herald does.
+type tokenAuth struct{ a *auth.Authenticator }
+
+func (t tokenAuth) Authenticate(r *http.Request) (*notify.Grants, error) {
+	return t.a.Verify(r.Context(), wire.Token(r))
+}
+
+func (t tokenAuth) VerifyToken(ctx context.Context, token string) (*notify.Grants, error) {
+	return t.a.Verify(ctx, token)
 }
 
 func (s *testServer) startH3(handler http.Handler) {
@@ -202,6 +211,8 @@ type tokenSource struct {
 	mu     sync.Mutex
 	issued []string // guarded by mu
 	reuse  atomic.Bool
+	ttl    time.Duration // zero: a minute
+	fail   atomic.Int32  // the next calls that fail
 }
 
 func (ts *tokenSource) token(context.Context) (string, error) {
@@ -210,8 +221,16 @@ func (ts *tokenSource) token(context.Context) (string, error) {
 	if ts.reuse.Swap(false) && len(ts.issued) > 0 {
 		return ts.issued[len(ts.issued)-1], nil // already used: 401
 	}
+	if ts.fail.Add(-1) >= 0 {
+		return "", errors.New("token service down")
+	}
+	ts.fail.Store(0)
+	ttl := ts.ttl
+	if ttl == 0 {
+		ttl = time.Minute
+	}
 	grants := append([]string{"room."}, ts.grants...)
-	tok, _, err := ts.authn.Mint(auth.TokenRequest{User: ts.user, Channels: grants, Publish: []string{"room."}, TTL: time.Minute})
+	tok, _, err := ts.authn.Mint(auth.TokenRequest{User: ts.user, Channels: grants, Publish: []string{"room."}, TTL: ttl})
 	if err == nil {
 		ts.issued = append(ts.issued, tok)
 	}

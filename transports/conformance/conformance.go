@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,19 +71,56 @@ const (
 	TokenBob   = "bob-token"   // user bob: subscribe news only
 )
 
-func auth() wire.Authenticator {
-	return wire.AuthFunc(func(r *http.Request) (*notify.Grants, error) {
-		switch wire.Token(r) {
-		case TokenAlice:
-			return &notify.Grants{User: "alice", Subscribe: []string{"news", "room."}, Publish: []string{"room."}}, nil
-		case TokenBob:
-			return &notify.Grants{User: "bob", Subscribe: []string{"news"}}, nil
-		case "":
-			return nil, notify.Errorf(notify.ErrUnauthorized, "no token")
-		}
-		return nil, notify.Errorf(notify.ErrUnauthorized, "unknown token")
-	})
+// ExpiringToken returns a token the suite's authenticator knows for user
+// (alice or bob, with the grants of TokenAlice or TokenBob) that expires at
+// exp.
+func ExpiringToken(user string, exp time.Time) string {
+	return "exp:" + user + ":" + strconv.FormatInt(exp.UnixMilli(), 10)
 }
+
+// suiteAuth is the suite's authenticator: the fixed tokens, and the
+// expiring ones of ExpiringToken. It verifies refresh tokens too.
+type suiteAuth struct{}
+
+var _ wire.TokenVerifier = suiteAuth{}
+
+func auth() wire.Authenticator { return suiteAuth{} }
+
+func (suiteAuth) Authenticate(r *http.Request) (*notify.Grants, error) {
+	return suiteAuth{}.VerifyToken(r.Context(), wire.Token(r))
+}
+
+func (suiteAuth) VerifyToken(_ context.Context, token string) (*notify.Grants, error) {
+	switch token {
+	case TokenAlice:
+		return aliceGrants(), nil
+	case TokenBob:
+		return bobGrants(), nil
+	case "":
+		return nil, notify.Errorf(notify.ErrUnauthorized, "no token")
+	}
+	rest, ok := strings.CutPrefix(token, "exp:")
+	user, ms, ok2 := strings.Cut(rest, ":")
+	exp, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || !ok2 || err != nil || (user != "alice" && user != "bob") {
+		return nil, notify.Errorf(notify.ErrUnauthorized, "unknown token")
+	}
+	if time.Now().UnixMilli() >= exp {
+		return nil, notify.Errorf(notify.ErrUnauthorized, "invalid token: expired")
+	}
+	g := bobGrants()
+	if user == "alice" {
+		g = aliceGrants()
+	}
+	g.Expires = time.UnixMilli(exp)
+	return g, nil
+}
+
+func aliceGrants() *notify.Grants {
+	return &notify.Grants{User: "alice", Subscribe: []string{"news", "room."}, Publish: []string{"room."}}
+}
+
+func bobGrants() *notify.Grants { return &notify.Grants{User: "bob", Subscribe: []string{"news"}} }
 
 // env is one scenario's server side.
 type env struct {

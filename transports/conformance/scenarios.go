@@ -31,6 +31,9 @@ func Run(t *testing.T, tr Transport) {
 		{"StalledClientLagsAlone", testStalled},
 		{"DrainAdvisesReconnect", testDrain},
 		{"HeartbeatDetectsDeadPeer", testDeadPeer},
+		{"TokenExpiryEndsConnection", testTokenExpiry},
+		{"RefreshKeepsConnection", testRefresh},
+		{"RefreshRefused", testRefreshRefused},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { sc.fn(t, tr) })

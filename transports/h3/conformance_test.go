@@ -11,10 +11,12 @@ import (
 	"github.com/heraldhq/herald/transports/wire"
 )
 
-type transport struct{}
+// transport is the duplex stream (POST); with get set, the one-way GET
+// stream.
+type transport struct{ get bool }
 
-func (transport) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
-	return &dialer{t: t, srv: startServer(t, h3.NewHandler(cfg), cfg)}
+func (tr transport) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
+	return &dialer{t: t, srv: startServer(t, h3.NewHandler(cfg), cfg), get: tr.get}
 }
 
 // dialer connects each client through a UDP proxy of its own, which Freeze
@@ -22,9 +24,10 @@ func (transport) Start(t testing.TB, cfg wire.Config) conformance.Dialer {
 type dialer struct {
 	t   testing.TB
 	srv *testServer
+	get bool
 }
 
-func (*dialer) Duplex() bool         { return true }
+func (d *dialer) Duplex() bool       { return !d.get }
 func (*dialer) OversizeCloses() bool { return false } // too_large, then the next line
 
 func (d *dialer) Dial(ctx context.Context, o conformance.DialOptions) (conformance.Client, error) {
@@ -35,7 +38,7 @@ func (d *dialer) Dial(ctx context.Context, o conformance.DialOptions) (conforman
 	}
 	c, err := h3.Dial(ctx, "https://"+p.addr()+"/v1/stream", h3.DialOptions{
 		Token: o.Token, Channels: o.Channels, Since: o.Since, Header: h,
-		Duplex: true, TLSConfig: d.srv.tlsConfig(),
+		Duplex: !d.get, TLSConfig: d.srv.tlsConfig(),
 	})
 	if err != nil {
 		return nil, err
@@ -60,6 +63,12 @@ func (c *client) Freeze() error { c.proxy.freeze(); return nil }
 
 func TestConformance(t *testing.T) {
 	conformance.Run(t, transport{})
+}
+
+// TestConformanceGET: the one-way GET stream proves the same semantics
+// (its expiring notice and token_expired end among them).
+func TestConformanceGET(t *testing.T) {
+	conformance.Run(t, transport{get: true})
 }
 
 // BenchmarkBroadcast: one channel, 1,000 subscribers, with and without

@@ -13,6 +13,7 @@ const (
 	CmdUnsubscribe = "unsubscribe"
 	CmdPublish     = "publish"
 	CmdPing        = "ping"
+	CmdRefresh     = "refresh"
 )
 
 // MaxRefLen bounds a command's ref, which is echoed back.
@@ -24,6 +25,7 @@ const MaxRefLen = 64
 //	{"type":"unsubscribe","channel":"news"}
 //	{"type":"publish","channel":"room.1","event":"chat","data":{"text":"hi"},"ref":"2"}
 //	{"type":"ping","ref":"3"}
+//	{"type":"refresh","token":"eyJ…","ref":"4"}
 type Command struct {
 	Type    string          `json:"type"`
 	Channel string          `json:"channel,omitempty"`
@@ -31,6 +33,7 @@ type Command struct {
 	Event   string          `json:"event,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
 	Ref     string          `json:"ref,omitempty"`
+	Token   string          `json:"token,omitempty"` // refresh: the new token
 }
 
 // DecodeCommand decodes and validates one command. Every failure is a
@@ -60,6 +63,10 @@ func DecodeCommand(b []byte) (Command, error) {
 			return c, err
 		}
 	case CmdPing:
+	case CmdRefresh:
+		if c.Token == "" {
+			return c, notify.Errorf(notify.ErrInvalidCommand, "refresh without a token")
+		}
 	case "":
 		return c, notify.Errorf(notify.ErrInvalidCommand, "command has no type")
 	default:

@@ -22,4 +22,7 @@
 //     loop Writer runs on the caller's goroutine until the connection ends.
 //   - Session.Handle, SubscribeInitial and Close are safe for concurrent
 //     use; Close is idempotent and the first reason wins.
+//   - A session whose credentials expire holds one timer (none otherwise):
+//     its callback queues the expiring notice and closes the session with
+//     notify.DropTokenExpired; a refresh command re-arms it. Close stops it.
 package wire

@@ -100,6 +100,11 @@ type Config struct {
 	// PublishLimiter, if set, is asked before each publish command with
 	// the key "user:<id>"; a refusal answers rate_limited.
 	PublishLimiter interface{ Allow(key string, n int) bool }
+	// TokenRefreshGrace is how long a connection whose token expires is
+	// warned before the expiry (an expiring notice) and kept after it,
+	// waiting for a refresh command, before it is closed with
+	// token_expired. Default DefaultTokenRefreshGrace.
+	TokenRefreshGrace time.Duration
 	// Logger; nil means silent.
 	Logger *slog.Logger
 }
@@ -142,14 +147,15 @@ type Observer interface {
 type Session struct {
 	Conn     *notify.Conn
 	cfg      *Config
-	Grants   *notify.Grants
-	Channels []string // the channels requested at connect, the user's own first
+	Grants   *notify.Grants // the connect token's; a refresh replaces it (read it with grants while commands run)
+	Channels []string       // the channels requested at connect, the user's own first
 	cursor   Cursor
 	hub      *notify.Hub
 	limiter  interface{ Allow(key string, n int) bool }
 	observer Observer
 	label    string
 	closed   atomic.Bool
+	expiry   expiry
 }
 
 // Open authenticates r and registers its connection: the channels are the
@@ -174,6 +180,7 @@ func Open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Sessi
 	}
 	if s != nil {
 		s.cfg, s.observer, s.label = cfg, cfg.Observer, label
+		s.setExpiry(s.Grants.Expires)
 	}
 	return s, err
 }
@@ -274,14 +281,14 @@ func (s *Session) Handle(ctx context.Context, line []byte) {
 func (s *Session) run(ctx context.Context, cmd Command) error {
 	switch cmd.Type {
 	case CmdSubscribe:
-		if err := s.Grants.CheckSubscribe(cmd.Channel); err != nil {
+		if err := s.grants().CheckSubscribe(cmd.Channel); err != nil {
 			return err
 		}
 		return s.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: cmd.Channel, Since: cmd.Since, Ref: cmd.Ref})
 	case CmdUnsubscribe:
 		return s.Conn.Unsubscribe(ctx, cmd.Channel, cmd.Ref)
 	case CmdPublish:
-		if err := s.Grants.CheckPublish(cmd.Channel); err != nil {
+		if err := s.grants().CheckPublish(cmd.Channel); err != nil {
 			return err
 		}
 		if s.limiter != nil && !s.limiter.Allow("user:"+s.Grants.User, 1) {
@@ -297,6 +304,8 @@ func (s *Session) run(ctx context.Context, cmd Command) error {
 		return s.Conn.Send(ctx, &notify.Envelope{Type: notify.TypeAck, Channel: cmd.Channel, ID: id, Ref: cmd.Ref})
 	case CmdPing:
 		return s.Conn.Send(ctx, &notify.Envelope{Type: notify.TypePong, Ref: cmd.Ref})
+	case CmdRefresh:
+		return s.refresh(ctx, cmd)
 	}
 	return nil
 }
@@ -304,6 +313,7 @@ func (s *Session) run(ctx context.Context, cmd Command) error {
 // Close closes the session's connection with reason (nil: the client left;
 // a reason the hub gave first wins).
 func (s *Session) Close(reason error) {
+	s.stopExpiry()
 	s.Conn.Close(reason)
 	if s.closed.CompareAndSwap(false, true) && s.observer != nil {
 		s.observer.Closed(s.label, s.Conn.Err())

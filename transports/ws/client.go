@@ -249,12 +249,14 @@ type CloseError struct {
 func (e *CloseError) Error() string { return fmt.Sprintf("ws: closed %d %s", int(e.Code), e.Reason) }
 
 // Is lets errors.Is match the reasons Herald's close codes carry:
-// notify.ErrLagged (4000), notify.ErrShutdown (1001),
-// notify.ErrUnavailable (1013).
+// notify.ErrLagged (4000), notify.ErrTokenExpired (4002),
+// notify.ErrShutdown (1001), notify.ErrUnavailable (1013).
 func (e *CloseError) Is(target error) bool {
 	switch e.Code {
 	case StatusLagged:
 		return target == notify.ErrLagged
+	case StatusTokenExpired:
+		return target == notify.ErrTokenExpired
 	case websocket.StatusGoingAway:
 		return target == notify.ErrShutdown
 	case websocket.StatusTryAgainLater:

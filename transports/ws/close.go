@@ -16,6 +16,9 @@ const (
 	StatusLagged websocket.StatusCode = 4000
 	// StatusHeartbeatTimeout: no pong to a ping within the write timeout.
 	StatusHeartbeatTimeout websocket.StatusCode = 4001
+	// StatusTokenExpired: the connection's token expired and no refresh
+	// came within the grace period; reconnect with a new token and resume.
+	StatusTokenExpired websocket.StatusCode = 4002
 )
 
 // closeStatus maps the reason a connection ends to a close code. handshake
@@ -27,6 +30,8 @@ func closeStatus(err error) (code websocket.StatusCode, text string, handshake b
 		return StatusHeartbeatTimeout, "heartbeat timeout", true
 	case err == nil, errors.Is(err, notify.ErrClosed):
 		return websocket.StatusNormalClosure, "", false
+	case errors.Is(err, notify.ErrTokenExpired):
+		return StatusTokenExpired, notify.ErrTokenExpired.Code, true
 	case errors.Is(err, notify.ErrLagged):
 		return StatusLagged, notify.ErrLagged.Code, true
 	case errors.Is(err, notify.ErrShutdown):

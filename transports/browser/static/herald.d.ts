@@ -16,7 +16,12 @@ export interface Backoff {
 }
 
 /** A token, or a function called before every connection attempt that
- * returns one (tokens may be single-use and short-lived). */
+ * returns one (tokens may be single-use and short-lived). When the server
+ * says the token is expiring, a WebSocket connection calls it again and
+ * sends the new token in a `refresh` command (the connection stays); an
+ * EventSource or fetch stream reconnects with a new one ("expiring") and
+ * resumes. A connection not refreshed in time is closed with code 4002
+ * (`token_expired`). */
 export type TokenSource = string | (() => string | Promise<string>);
 
 export interface HeraldOptions {
@@ -90,11 +95,13 @@ export interface Cause {
    * tell WebSocket and EventSource which). "refused": the stream's HTTP
    * error (see status and code). "closed": the WebSocket closed (see code).
    * "ended": the SSE or stream response ended. "network": the stream failed
-   * mid-way. "token": the token callback failed. "advice": the server drains
+   * mid-way. "token": the token callback failed. "expiring": the server said
+   * the token expires and this one-way stream reconnects with a new one.
+   * "advice": the server drains
    * (delay is its advice). "error": an error notice (see code, e.g.
    * "lagged"). "timeout": a WebSocket ping went unanswered. "resubscribe":
    * SSE or stream reconnects with a new channel set. */
-  reason: "failed" | "refused" | "closed" | "ended" | "network" | "token" | "advice" | "error" | "timeout" | "resubscribe";
+  reason: "failed" | "refused" | "closed" | "ended" | "network" | "token" | "advice" | "error" | "timeout" | "resubscribe" | "expiring";
   /** A WebSocket close code (1006, 4000…), or the server's error or advice code. */
   code?: string | number;
   /** The HTTP status of a refused stream. */

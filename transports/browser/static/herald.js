@@ -28,7 +28,7 @@
 /**
  * Why a connection ended or could not be made.
  * @typedef {object} Cause
- * @property {string} reason "failed", "closed", "ended", "refused", "network", "token", "advice", "error", "timeout" or "resubscribe"
+ * @property {string} reason "failed", "closed", "ended", "refused", "network", "token", "advice", "error", "timeout", "resubscribe" or "expiring"
  * @property {string | number} [code] a WebSocket close code, or an error/advice code of the server
  * @property {number} [status] the HTTP status of a refused stream
  * @property {string} [message]
@@ -750,14 +750,34 @@ export class Herald {
       case "reconnect":
         conn.advice = { reason: "advice", code: env.code, delay: Math.max(0, Number(env.delay) || 0), message: "the server advised reconnecting" };
         return;
+      case "expiring":
+        this.#expiring(conn);
+        return;
+      case "refreshed":
       case "pong":
         return;
     }
   }
 
+  /** The token expires soon (docs/protocol.md, "Token expiry and refresh"):
+   * a WebSocket sends a refresh with a token from the token callback; a
+   * one-way stream reconnects at once with a new token and resumes.
+   * @param {Connection} conn */
+  #expiring(conn) {
+    if (this.#transport !== "ws") {
+      conn.abort({ reason: "expiring", delay: 0, message: "the token is expiring" });
+      return;
+    }
+    resolveToken(this.#token).then(
+      (token) => { if (!conn.dead) conn.send({ type: "refresh", token, ref: "refresh" }); },
+      () => { /* the server ends the connection at expiry; the next one gets a new token */ },
+    );
+  }
+
   /** @param {any} env @param {Connection} conn */
   #receiveError(env, conn) {
     const err = new HeraldError(env.code ?? "error", env.message ?? "", { channel: env.channel, ref: env.ref });
+    if (env.ref === "refresh") return; // refused: the connection ends at expiry, then reconnects
     if (env.ref !== undefined && this.#pending.has(env.ref)) {
       this.#settle(env.ref, err); // a publish failed; subscriptions are unaffected
       return;
