@@ -18,14 +18,19 @@ type TokenVerifier interface {
 // DefaultTokenRefreshGrace is Config.TokenRefreshGrace's default.
 const DefaultTokenRefreshGrace = 5 * time.Second
 
-// expiry ends a session whose credentials expire. At expiry − grace it
-// queues an expiring notice (refresh now, or reconnect with a new token);
+// expiry ends a session whose credentials expire. At expiry − grace, or
+// halfway through the token's remaining life if that is later, it queues
+// an expiring notice (refresh now, or reconnect with a new token): a token
+// that lives no longer than the grace is not warned of at once, which
+// would send a one-way client, reconnecting on the notice with a token of
+// the same life, round in a loop;
 // at expiry + grace, unless a refresh moved the expiry, it closes the
 // connection with notify.DropTokenExpired. It holds one timer, and none
 // while the credentials do not expire.
 type expiry struct {
 	mu      sync.Mutex  // also guards Session.Grants once the session is open
 	at      time.Time   // guarded by mu; zero: never
+	from    time.Time   // when at was set (the connect, a refresh); guarded by mu
 	warned  bool        // the notice for at is queued; guarded by mu
 	timer   *time.Timer // guarded by mu; nil while nothing is armed
 	stopped bool        // the session closed; guarded by mu
@@ -40,7 +45,7 @@ func (s *Session) setExpiry(at time.Time) {
 	if x.stopped {
 		return
 	}
-	x.at, x.warned = at, false
+	x.at, x.from, x.warned = at, time.Now(), false
 	if at.IsZero() {
 		if x.timer != nil {
 			x.timer.Stop()
@@ -48,12 +53,21 @@ func (s *Session) setExpiry(at time.Time) {
 		}
 		return
 	}
-	d := time.Until(at.Add(-s.grace()))
+	d := time.Until(x.warnAt(s.grace()))
 	if x.timer == nil {
 		x.timer = time.AfterFunc(max(d, 0), s.expiryTick)
 		return
 	}
 	x.timer.Reset(max(d, 0))
+}
+
+// warnAt is when the expiring notice is due; x.mu is held.
+func (x *expiry) warnAt(grace time.Duration) time.Time {
+	warn := x.at.Add(-grace)
+	if half := x.from.Add(x.at.Sub(x.from) / 2); half.After(warn) {
+		return half
+	}
+	return warn
 }
 
 // stopExpiry disarms the timer for good.
@@ -77,7 +91,7 @@ func (s *Session) expiryTick() {
 		return
 	}
 	now, grace := time.Now(), s.grace()
-	warnAt, end := x.at.Add(-grace), x.at.Add(grace)
+	warnAt, end := x.warnAt(grace), x.at.Add(grace)
 	switch {
 	case now.Before(warnAt): // a refresh moved the expiry meanwhile
 		x.timer.Reset(warnAt.Sub(now))
