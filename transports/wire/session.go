@@ -291,7 +291,7 @@ func (s *Session) run(ctx context.Context, cmd Command) error {
 		if err := s.grants().CheckPublish(cmd.Channel); err != nil {
 			return err
 		}
-		if s.limiter != nil && !s.limiter.Allow("user:"+s.Grants.User, 1) {
+		if s.limiter != nil && !s.limiter.Allow("user:"+s.Conn.User(), 1) {
 			return notify.Errorf(notify.ErrRateLimited, "publish rate limit exceeded")
 		}
 		// The broker validates the data and compacts it, once
