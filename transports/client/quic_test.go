@@ -163,14 +163,7 @@ func TestQUICIdleTimeoutReconnects(t *testing.T) {
 	cfg.QUICConfig = &quic.Config{KeepAlivePeriod: keepAlive, MaxIdleTimeout: idle}
 	d := &quicDialer{}
 	cfg.DialQUIC = d.dial
-	st := newStates()
-	cfg.OnState = st.record
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c)
-	st.waitFor(t, "connected", isPhase(Connected))
+	st, c := runConnected(t, cfg)
 	s.publish("news", 1)
 	if n := number(t, next(t, c)); n != 1 {
 		t.Fatalf("got message %d; want 1", n)
@@ -211,14 +204,7 @@ func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
 	cfg, _ := s.config(HTTP3, "42", "news")
 	d := &quicDialer{}
 	cfg.DialQUIC = d.dial
-	st := newStates()
-	cfg.OnState = st.record
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c)
-	st.waitFor(t, "connected", isPhase(Connected))
+	st, _ := runConnected(t, cfg)
 	d.socket(0).Muted.Store(true)
 	muted := time.Now()
 	down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))

@@ -22,14 +22,7 @@ func expiringClient(t *testing.T, tr Transport) (*testServer, *tokenSource, *sta
 	cfg, tokens := s.config(tr, "42", "news")
 	tokens.ttl = 2 * time.Second
 	cfg.Since = "news=0-0;user:42=0-0"
-	st := newStates()
-	cfg.OnState = st.record
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c)
-	st.waitFor(t, "connected", isPhase(Connected))
+	st, c := runConnected(t, cfg)
 	return s, tokens, st, c
 }
 

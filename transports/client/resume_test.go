@@ -177,14 +177,7 @@ func TestTokenRefreshedPerConnect(t *testing.T) {
 		t.Run(string(tr), func(t *testing.T) {
 			s := startTestServer(t)
 			cfg, tokens := s.config(tr, "7", "news")
-			st := newStates()
-			cfg.OnState = st.record
-			c, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, c)
-			st.waitFor(t, "connected", isPhase(Connected))
+			st, c := runConnected(t, cfg)
 			for range 3 {
 				s.dropAll(nil)
 				st.waitFor(t, "connected again", isPhase(Connected))
@@ -228,14 +221,7 @@ func TestDrainAdvice(t *testing.T) {
 			s := startTestServer(t)
 			cfg, _ := s.config(tr, "9", "news")
 			cfg.Since = "news=0-0"
-			st := newStates()
-			cfg.OnState = st.record
-			c, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, c)
-			st.waitFor(t, "connected", isPhase(Connected))
+			st, c := runConnected(t, cfg)
 			for i := range 5 {
 				s.publish("news", i)
 			}
@@ -420,14 +406,7 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 			cfg, _ := s.config(tr, "1", "news")
 			cfg.Since = "news=0-0"
 			cfg.BufferSize = 4
-			st := newStates()
-			cfg.OnState = st.record
-			c, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, c)
-			st.waitFor(t, "connected", isPhase(Connected))
+			st, c := runConnected(t, cfg)
 			const total = 3000
 			for i := range total {
 				s.publishPadded("news", i, 2048) // 6 MB: more than the socket buffers hold

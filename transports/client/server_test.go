@@ -274,6 +274,21 @@ func (s *testServer) dropAll(reason error) int {
 }
 
 // run starts c.Run and stops it at the end of the test.
+// runConnected makes a client of cfg that records its states, runs it
+// (closed when the test ends) and waits until it is connected.
+func runConnected(t testing.TB, cfg Config) (*states, *Client) {
+	t.Helper()
+	st := newStates()
+	cfg.OnState = st.record
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c)
+	st.waitFor(t, "connected", isPhase(Connected))
+	return st, c
+}
+
 func run(t testing.TB, c *Client) {
 	t.Helper()
 	done := make(chan error, 1)
