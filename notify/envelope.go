@@ -17,6 +17,7 @@ const (
 	TypeReconnect    = "reconnect"
 	TypeRefreshed    = "refreshed" // a refresh command's ack
 	TypeExpiring     = "expiring"  // the connection's token expires: refresh or reconnect
+	// TypePresence: see presence.go.
 )
 
 // Envelope is the JSON object every transport carries, for messages and for
@@ -39,6 +40,10 @@ type Envelope struct {
 	Code    string // error code, or reconnect reason
 	Message string // error text
 	Delay   int64  // reconnect advice: milliseconds to wait before reconnecting
+	// Presence is a JSON object: a presence envelope's changes
+	// (NewPresence), or the snapshot of a subscribed notice
+	// (AppendPresencePage).
+	Presence []byte
 
 	raw []byte // the encoding, set by NewMessage; immutable
 }
@@ -113,6 +118,10 @@ func (e *Envelope) AppendJSON(b []byte) []byte {
 	if e.Delay != 0 {
 		b = append(b, `,"delay":`...)
 		b = strconv.AppendInt(b, e.Delay, 10)
+	}
+	if e.Presence != nil {
+		b = append(b, `,"presence":`...)
+		b = append(b, e.Presence...)
 	}
 	return append(b, '}')
 }
