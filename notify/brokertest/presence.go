@@ -57,6 +57,7 @@ type PresenceEvent struct {
 	Count  int             `json:"count"`
 	Joins  []notify.Member `json:"joins"`
 	Leaves []notify.Member `json:"leaves"`
+	Reset  bool            `json:"reset"`
 }
 
 // PresenceSink is a notify.Sink that records the presence envelopes of one

@@ -521,6 +521,47 @@ func (b *Broker) closePresence() {
 	}
 }
 
+// presenceReset tells rc's sinks, if the channel's presence is in use here,
+// that announcements published while rc was not subscribed are lost
+// (Pub/Sub does not replay): a presence envelope with Reset and the
+// current count, read in its own goroutine (the caller is the read loop).
+func (b *Broker) presenceReset(rc *rchan) {
+	p := &b.presence
+	p.mu.Lock()
+	pc := p.chans[rc.channel]
+	inUse := pc != nil && (pc.watched || pc.set.Len() > 0)
+	p.mu.Unlock()
+	if !inUse {
+		return
+	}
+	b.wg.Go(func() {
+		for failures := 0; ; {
+			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			page, err := b.Members(ctx, rc.channel, 0, "")
+			cancel()
+			if err == nil {
+				rc.deliver(notify.NewPresence(notify.PresenceDiff{Channel: rc.channel, Count: page.Count, Reset: true}))
+				return
+			}
+			failures++
+			if !sleepCtx(b.ctx, backoff(failures)) {
+				return
+			}
+		}
+	})
+}
+
+// deliver hands a presence envelope to rc's sinks, unless rc was removed.
+func (rc *rchan) deliver(env *notify.Envelope) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if !rc.removed {
+		for _, sk := range rc.sinks {
+			sk.Deliver(env)
+		}
+	}
+}
+
 // deliverPresence hands a presence payload received on rc to its sinks.
 // A presence envelope has no ID and is not in the stream: it is delivered
 // at once, even during a catch-up.
@@ -531,12 +572,6 @@ func (s *shard) deliverPresence(rc *rchan, payload string) {
 		s.b.malformedLog.log(s.b.cfg.Logger, rc.channel, err)
 		return
 	}
-	rc.mu.Lock()
-	if !rc.removed {
-		for _, sk := range rc.sinks {
-			sk.Deliver(env)
-		}
-	}
-	rc.mu.Unlock()
+	rc.deliver(env)
 	s.b.watch(rc.channel)
 }
