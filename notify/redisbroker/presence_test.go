@@ -2,6 +2,7 @@ package redisbroker_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -133,5 +134,48 @@ func TestPresenceFlushRetried(t *testing.T) {
 	page, err := observer.Members(context.Background(), "room.f", 10, "")
 	if err != nil || page.Count != 1 || page.Members[0] != joins {
 		t.Fatalf("Members = %+v, %v; want just %v", page, err, joins)
+	}
+}
+
+// 1,500 ended leases (members of instances long dead) and a join in one
+// flush: removed 1,000 per script, announced in payloads of at most
+// MaxPresenceDiff changes whose counts follow each other.
+func TestPresenceExpiryAnnouncedInBoundedPayloads(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newBroker(t, srv, redisbroker.Config{Presence: killPresence})
+	sink := brokertest.SubscribePresence(t, a, "room.e")
+	raw := newClient(t, srv)
+	ctx := context.Background()
+	const dead = 1500
+	for i := range dead {
+		m := fmt.Sprintf("dead-%04d\tu", i)
+		if err := raw.ZAdd(ctx, "herald:{room.e}:pl", redis.Z{Score: 1, Member: m}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.ZAdd(ctx, "herald:{room.e}:pm", redis.Z{Score: 0, Member: m}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := notify.Member{User: "u1", Conn: "c1"}
+	a.Join("room.e", m)
+	evs := sink.WaitFor(t, 10*time.Second, "every dead member's leave", func(evs []brokertest.PresenceEvent) bool {
+		leaves := 0
+		for _, ev := range evs {
+			leaves += len(ev.Leaves)
+		}
+		return leaves == dead
+	})
+	count := dead
+	for i, ev := range evs {
+		if k := len(ev.Joins) + len(ev.Leaves); k > notify.MaxPresenceDiff {
+			t.Fatalf("envelope %d has %d changes; want at most %d", i, k, notify.MaxPresenceDiff)
+		}
+		count += len(ev.Joins) - len(ev.Leaves)
+		if ev.Count != count {
+			t.Fatalf("envelope %d: count %d; want %d after its changes (%+v)", i, ev.Count, count, evs)
+		}
+	}
+	if p := brokertest.Present(evs); len(p) != 1 || p[m.Conn] != m || count != 1 {
+		t.Fatalf("present %v, count %d; want just %v", p, count, m)
 	}
 }
