@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/notify/auth"
 	"github.com/heraldhq/herald/transports/h3"
+	"github.com/heraldhq/herald/transports/wire"
 )
 
 type serveConfig struct {
@@ -107,7 +108,7 @@ Flags:
 	fs.IntVar(&c.publishBurst, "publish-burst", 200, "publish burst per token or API key")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed to send a request's headers")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 25*time.Second, "idle-connection heartbeat interval")
-	fs.DurationVar(&c.tokenRefreshGrace, "token-refresh-grace", 5*time.Second, "a connection is told its token is expiring this long before expiry and closed (token_expired) this long after it unless refreshed")
+	fs.DurationVar(&c.tokenRefreshGrace, "token-refresh-grace", wire.DefaultTokenRefreshGrace, "a connection is told its token is expiring this long before expiry and closed (token_expired) this long after it unless refreshed")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "a client that does not take a write in this time is disconnected")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for connections to drain")
 	fs.DurationVar(&c.canaryEvery, "pubsub-canary-interval", 2*time.Second, "Redis: how often a canary is published to each of this instance's Pub/Sub connections; 0 disables it")
