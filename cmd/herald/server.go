@@ -236,6 +236,7 @@ func (s *server) routes(a *api) *http.ServeMux {
 	mux.HandleFunc("POST /v1/token", a.token)
 	mux.HandleFunc("POST /v1/publish", a.publish)
 	mux.HandleFunc("GET /v1/history", a.history)
+	mux.HandleFunc("GET /v1/presence", a.presence)
 	if s.devMode {
 		mux.HandleFunc("POST /v1/demo/token", a.demoToken)
 	}

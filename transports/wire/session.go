@@ -384,6 +384,8 @@ func Status(err error) int {
 		return http.StatusServiceUnavailable
 	case notify.ErrNotSubscribed.Code:
 		return http.StatusNotFound
+	case notify.ErrPresenceDisabled.Code:
+		return http.StatusNotImplemented
 	}
 	return http.StatusBadRequest
 }
