@@ -31,3 +31,47 @@ func TestAppendPresencePage(t *testing.T) {
 		t.Fatalf("empty page: %s", got)
 	}
 }
+
+func TestPresenceSetFlush(t *testing.T) {
+	var s PresenceSet
+	a, b, c := Member{User: "1", Conn: "a"}, Member{User: "2", Conn: "b"}, Member{User: "3", Conn: "c"}
+	if !s.Queue(a, true) || s.Queue(b, true) {
+		t.Fatal("Queue: only the first change of a batch is first")
+	}
+	s.Queue(c, true)
+	s.Queue(c, false)
+	joins, leaves := s.Flush()
+	if len(joins) != 2 || joins[0] != a || joins[1] != b || len(leaves) != 0 || s.Len() != 2 {
+		t.Fatalf("joins %v leaves %v len %d; want a, b joined, c cancelled", joins, leaves, s.Len())
+	}
+	// a leaves and rejoins (no change); b rejoins as another user.
+	b2 := Member{User: "9", Conn: "b"}
+	s.Queue(a, false)
+	s.Queue(a, true)
+	s.Queue(b2, true)
+	joins, leaves = s.Flush()
+	if len(joins) != 1 || joins[0] != b2 || len(leaves) != 1 || leaves[0] != b || s.Len() != 2 {
+		t.Fatalf("joins %v leaves %v len %d; want b leaving as user 2 and joining as 9", joins, leaves, s.Len())
+	}
+	if j, l := s.Flush(); j != nil || l != nil {
+		t.Fatalf("empty flush: %v %v", j, l)
+	}
+	s.Queue(a, false)
+	s.Flush()
+	if ms := s.Members(); len(ms) != 1 || ms[0] != b2 {
+		t.Fatalf("members after removal %v; want [b2]", ms)
+	}
+}
+
+func TestValidateMember(t *testing.T) {
+	for _, m := range []Member{{Conn: "c1"}, {User: "42", Conn: "x-Y_z.1"}} {
+		if err := ValidateMember(m); err != nil {
+			t.Errorf("ValidateMember(%+v) = %v", m, err)
+		}
+	}
+	for _, m := range []Member{{}, {Conn: "a b"}, {Conn: "a\tb"}, {Conn: string(make([]byte, MaxConnIDLen+1))}, {User: "a b", Conn: "c"}} {
+		if ValidateMember(m) == nil {
+			t.Errorf("ValidateMember(%+v) = nil; want an error", m)
+		}
+	}
+}
