@@ -37,11 +37,13 @@ func (b *MemoryBroker) flushPresence(c *memChannel) {
 	if len(joins)+len(leaves) == 0 {
 		return
 	}
-	env := NewPresence(PresenceDiff{Channel: c.name, Count: c.presence.Len(), Joins: joins, Leaves: leaves})
 	// Under c.mu, like messages: one goroutine at a time delivers a
 	// channel's envelopes, and Deliver never blocks.
-	for _, s := range c.sinks {
-		s.Deliver(env)
+	for _, d := range SplitPresence(PresenceDiff{Channel: c.name, Count: c.presence.Len(), Joins: joins, Leaves: leaves}) {
+		env := NewPresence(d)
+		for _, s := range c.sinks {
+			s.Deliver(env)
+		}
 	}
 }
 

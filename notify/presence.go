@@ -79,7 +79,8 @@ const MaxConnIDLen = 64
 // Join and Leave never block on the network: a Presence batches the changes
 // of each channel and writes them together (at most every
 // PresenceConfig.Interval), then delivers one presence envelope per batch
-// (NewPresence) to every sink subscribed to the channel, on every
+// (NewPresence; several for a batch of more than MaxPresenceDiff changes,
+// see SplitPresence) to every sink subscribed to the channel, on every
 // instance, through Sink.Deliver — the same path as messages. Changes of
 // one member are applied in call order; a Join followed by a Leave in the
 // same batch may cancel out.
@@ -163,4 +164,34 @@ func appendMembers(b []byte, ms []Member) []byte {
 		b = append(b, '}')
 	}
 	return append(b, ']')
+}
+
+// MaxPresenceDiff bounds the changes one presence envelope carries: a
+// larger batch (a mass join, the members of a dead instance expiring) is
+// announced in several envelopes, in order, each with the count after its
+// own changes, so that no envelope grows past what a client reads at once.
+const MaxPresenceDiff = 1000
+
+// SplitPresence splits d into diffs of at most MaxPresenceDiff changes,
+// leaves before joins (a connection that joined again as another user
+// leaves first), each with the count after its own changes: d.Count after
+// the last. A diff within the bound is returned as is.
+func SplitPresence(d PresenceDiff) []PresenceDiff {
+	if len(d.Joins)+len(d.Leaves) <= MaxPresenceDiff {
+		return []PresenceDiff{d}
+	}
+	var out []PresenceDiff
+	count := d.Count - len(d.Joins) + len(d.Leaves)
+	leaves, joins := d.Leaves, d.Joins
+	for len(leaves)+len(joins) > 0 {
+		c := PresenceDiff{Channel: d.Channel}
+		n := min(len(leaves), MaxPresenceDiff)
+		c.Leaves, leaves = leaves[:n:n], leaves[n:]
+		m := min(len(joins), MaxPresenceDiff-n)
+		c.Joins, joins = joins[:m:m], joins[m:]
+		count += m - n
+		c.Count = count
+		out = append(out, c)
+	}
+	return out
 }

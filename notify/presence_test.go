@@ -2,6 +2,7 @@ package notify
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 )
 
@@ -73,5 +74,37 @@ func TestValidateMember(t *testing.T) {
 		if ValidateMember(m) == nil {
 			t.Errorf("ValidateMember(%+v) = nil; want an error", m)
 		}
+	}
+}
+
+func TestSplitPresence(t *testing.T) {
+	mk := func(n int, p string) []Member {
+		ms := make([]Member, n)
+		for i := range ms {
+			ms[i] = Member{Conn: p + strconv.Itoa(i)}
+		}
+		return ms
+	}
+	small := PresenceDiff{Channel: "c", Count: 3, Joins: mk(3, "j")}
+	if got := SplitPresence(small); len(got) != 1 || len(got[0].Joins) != 3 {
+		t.Fatalf("small diff split into %v", got)
+	}
+	// 1500 leave, 1700 join: 2000 before, 2200 after.
+	d := PresenceDiff{Channel: "c", Count: 2200, Joins: mk(1700, "j"), Leaves: mk(1500, "l")}
+	got := SplitPresence(d)
+	wantCounts := []int{1000, 1000, 2000, 2200}
+	wantLeaves := []int{1000, 500, 0, 0}
+	if len(got) != 4 {
+		t.Fatalf("got %d chunks; want 4", len(got))
+	}
+	joins := 0
+	for i, c := range got {
+		if n := len(c.Joins) + len(c.Leaves); n > MaxPresenceDiff || c.Count != wantCounts[i] || len(c.Leaves) != wantLeaves[i] {
+			t.Fatalf("chunk %d: %d changes, %d leaves, count %d; want ≤ %d, %d leaves, count %d", i, n, len(c.Leaves), c.Count, MaxPresenceDiff, wantLeaves[i], wantCounts[i])
+		}
+		joins += len(c.Joins)
+	}
+	if joins != 1700 {
+		t.Fatalf("chunks carry %d joins; want 1700", joins)
 	}
 }
