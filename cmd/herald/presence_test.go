@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/url"
 	"slices"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/redistest"
 	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/ws"
 )
 
@@ -144,5 +147,57 @@ func TestServePresenceFlagErrors(t *testing.T) {
 		if _, err := serveFlags(args); err == nil {
 			t.Errorf("serve %v: no error", args)
 		}
+	}
+}
+
+// TestPresenceAcrossInstancesOnRedis: two servers on one Redis share a
+// channel's presence: a subscriber on one sees a member of the other join
+// and leave, and either REST API lists both.
+func TestPresenceAcrossInstancesOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	a := startServer(t, "--redis", srv.URL(), "--presence-interval", "20ms")
+	b := startServer(t, "--redis", srv.URL(), "--presence-interval", "20ms")
+	ctx := context.Background()
+	ca, err := ws.Dial(ctx, "ws://"+a.plainAddr+"/v1/ws", ws.DialOptions{Token: mintPresence(t, a, "ann", []string{"room."}, []string{"room."}), Channels: []string{"room.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.CloseNow()
+	next(t, ca, notify.TypeSubscribed)
+	next(t, ca, notify.TypeSubscribed)
+	cb, err := sse.Dial(ctx, b.url("/v1/sse"), sse.DialOptions{Token: mintPresence(t, b, "ben", []string{"room."}, []string{"room."}), Channels: []string{"room.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next(t, cb, notify.TypeSubscribed)
+	next(t, cb, notify.TypeSubscribed)
+
+	users := map[string]bool{}
+	waitPresence := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			e := next(t, ca, notify.TypePresence)
+			var d struct{ Joins, Leaves []notify.Member }
+			if err := json.Unmarshal(e.Presence, &d); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range d.Joins {
+				users[m.User] = true
+			}
+			for _, m := range d.Leaves {
+				delete(users, m.User)
+			}
+		}
+	}
+	waitPresence("ben's join, from the other instance", func() bool { return users["ann"] && users["ben"] })
+	for _, s := range []*server{a, b} {
+		if st, p := getPresence(t, s, testAPIKey, "channel=room.1"); st != 200 || p.Count != 2 || len(p.Members) != 2 {
+			t.Fatalf("GET /v1/presence on %s: %d %+v; want ann and ben", s.plainAddr, st, p)
+		}
+	}
+	cb.Close()
+	waitPresence("ben's leave", func() bool { return !users["ben"] })
+	if st, p := getPresence(t, b, testAPIKey, "channel=room.1&limit=0"); st != 200 || p.Count != 1 {
+		t.Fatalf("after ben left: %d %+v", st, p)
 	}
 }
