@@ -102,6 +102,12 @@ func (s *PresenceSet) remove(conn string) {
 	delete(s.index, conn)
 }
 
+// Has reports whether conn is a member (after the last Flush).
+func (s *PresenceSet) Has(conn string) bool {
+	_, ok := s.index[conn]
+	return ok
+}
+
 // Len is the number of members, after the last Flush.
 func (s *PresenceSet) Len() int { return len(s.members) }
 

@@ -58,6 +58,10 @@ type pchan struct {
 	due     time.Time          // when timer fires
 	token   *armToken          // the token of timer's flush
 	watched bool               // sweep while subscribed here (see above)
+	// After a failed write: the leaves to send again, and whether to
+	// renew every member with the next flush.
+	retryLeaves []notify.Member
+	resync      bool
 
 	// wmu is held while the channel's changes are written, so that
 	// batches reach Redis in order.
@@ -152,7 +156,10 @@ func (b *Broker) armLocked(pc *pchan, d time.Duration) {
 type armToken struct{ _ byte }
 
 // flushPresence writes pc's queued changes (none: a sweep of ended leases)
-// and arms the next sweep.
+// and arms the next sweep. After a failed write (Redis unreachable) the
+// next flush sends the failed leaves again, unless their connection joined
+// again meanwhile, and renews every local member, which writes again the
+// members Redis lacks (the failed joins).
 func (b *Broker) flushPresence(pc *pchan, tok *armToken) {
 	defer b.wg.Done()
 	pc.wmu.Lock()
@@ -163,16 +170,27 @@ func (b *Broker) flushPresence(pc *pchan, tok *armToken) {
 		pc.timer, pc.token = nil, nil
 	}
 	joins, leaves := pc.set.Flush()
+	for _, m := range pc.retryLeaves {
+		if !pc.set.Has(m.Conn) {
+			leaves = append(leaves, m)
+		}
+	}
+	pc.retryLeaves = nil
+	var renew [][]any
+	if pc.resync {
+		renew, pc.resync = b.renewCallsLocked(pc), false
+	}
 	p.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	next, err := b.writePresence(ctx, pc.channel, joins, leaves)
+	if err == nil && len(renew) > 0 {
+		err = b.renew(ctx, pc.channel, renew)
+	}
 	cancel()
 	if err != nil {
-		// Not retried: renewal re-adds the local members Redis lacks, and
-		// members that should have left expire with their lease.
 		b.stats.errors.Add(1)
-		b.cfg.Logger.Debug("presence flush failed", "channel", pc.channel, "err", err)
+		b.cfg.Logger.Debug("presence flush failed; will retry", "channel", pc.channel, "err", err)
 		next = b.cfg.Presence.Interval
 	}
 	subscribed := b.subscribed(pc.channel)
@@ -182,8 +200,11 @@ func (b *Broker) flushPresence(pc *pchan, tok *armToken) {
 	if p.closed {
 		return
 	}
+	if err != nil {
+		pc.retryLeaves, pc.resync = append(pc.retryLeaves, leaves...), true
+	}
 	switch {
-	case pc.set.Len() > 0 || (pc.watched && subscribed):
+	case pc.set.Len() > 0 || (pc.watched && subscribed) || err != nil:
 		if next < 0 {
 			next = b.cfg.Presence.Lease // nobody present: none can expire sooner
 		}
@@ -240,10 +261,25 @@ func cmp(a, b error) error {
 	return b
 }
 
-// runPipelined runs s once per argument list on keys' node, in one round
-// trip; a NOSCRIPT or a redirection reply (the call did not run) is run
-// again alone through run, which loads the script or follows the slot.
+// pipelineScripts bounds the scripts of one pipeline: go-redis gives a
+// pipeline's replies one Client ReadTimeout in all, and a script of
+// MaxPresenceDiff changes takes Redis a few milliseconds.
+const pipelineScripts = 10
+
+// runPipelined runs s once per argument list on keys' node, pipelined
+// (one round trip per pipelineScripts calls); a NOSCRIPT or a redirection
+// reply (the call did not run) is run again alone through run, which loads
+// the script or follows the slot.
 func (b *Broker) runPipelined(ctx context.Context, s *redis.Script, keys []string, calls [][]any) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, 0, len(calls))
+	for i := 0; i < len(calls); i += pipelineScripts {
+		cmds = append(cmds, b.runPipeline(ctx, s, keys, calls[i:min(i+pipelineScripts, len(calls))])...)
+	}
+	return cmds
+}
+
+// runPipeline is runPipelined for one pipeline.
+func (b *Broker) runPipeline(ctx context.Context, s *redis.Script, keys []string, calls [][]any) []*redis.Cmd {
 	var c interface{ Pipeline() redis.Pipeliner } = b.rdb
 	if b.cluster != nil {
 		node, err := b.cluster.MasterForKey(ctx, keys[0])
@@ -423,34 +459,51 @@ func (b *Broker) renewLoop() {
 }
 
 // renewAll renews every local member's lease: per channel one script per
-// MaxPresenceDiff members, pipelined (one round trip per channel).
+// MaxPresenceDiff members, pipelined.
 func (b *Broker) renewAll(ctx context.Context) {
 	p := &b.presence
 	p.mu.Lock()
 	batches := make(map[string][][]any, len(p.chans))
 	for ch, pc := range p.chans {
-		ms := pc.set.Members()
-		for i := 0; i < len(ms); i += notify.MaxPresenceDiff {
-			chunk := ms[i:min(i+notify.MaxPresenceDiff, len(ms))]
-			args := b.presenceArgs(ch, len(chunk))
-			for _, m := range chunk {
-				args = append(args, memberKey(m))
-			}
-			batches[ch] = append(batches[ch], args)
+		if calls := b.renewCallsLocked(pc); len(calls) > 0 {
+			batches[ch] = calls
 		}
 	}
 	p.mu.Unlock()
 	for ch, calls := range batches {
 		ctx, cancel := context.WithTimeout(ctx, b.cfg.Presence.Lease/3)
-		for _, c := range b.runPipelined(ctx, presenceRenewScript, b.presenceKeys(ch), calls) {
-			if err := c.Err(); err != nil {
-				b.stats.errors.Add(1)
-				b.cfg.Logger.Debug("presence renewal failed", "channel", ch, "err", err)
-				break
-			}
+		if err := b.renew(ctx, ch, calls); err != nil {
+			b.stats.errors.Add(1)
+			b.cfg.Logger.Debug("presence renewal failed", "channel", ch, "err", err)
 		}
 		cancel()
 	}
+}
+
+// renewCallsLocked returns the renewal script's arguments for pc's local
+// members, MaxPresenceDiff per call. presence.mu must be held.
+func (b *Broker) renewCallsLocked(pc *pchan) [][]any {
+	var calls [][]any
+	ms := pc.set.Members()
+	for i := 0; i < len(ms); i += notify.MaxPresenceDiff {
+		chunk := ms[i:min(i+notify.MaxPresenceDiff, len(ms))]
+		args := b.presenceArgs(pc.channel, len(chunk))
+		for _, m := range chunk {
+			args = append(args, memberKey(m))
+		}
+		calls = append(calls, args)
+	}
+	return calls
+}
+
+// renew runs the renewal calls of channel.
+func (b *Broker) renew(ctx context.Context, channel string, calls [][]any) error {
+	for _, c := range b.runPipelined(ctx, presenceRenewScript, b.presenceKeys(channel), calls) {
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // closePresence stops the channels' timers; queued changes are dropped

@@ -57,25 +57,42 @@ end
 // ARGV[4]), then applies the leaves ARGV[6 .. 5+ARGV[5]] and the joins
 // after them, announces what changed, and returns {count, more expired
 // remain (0/1), ms until the next lease ends (-1: none)}. Members that are
-// already present (or absent) change nothing: resending a batch is safe.
+// already present (or absent) change nothing but a join's lease: resending
+// a batch is safe. Each list costs a few variadic commands (ZMSCORE tells
+// which members change), not one call per member.
 var presenceFlushScript = redis.NewScript(presenceLuaLib + `
 local now, lease = now_ms(), tonumber(ARGV[1])
 local changes = {}
 local more = expire(now, tonumber(ARGV[4]), changes)
 local nl = tonumber(ARGV[5])
-for i = 6, 5 + nl do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('ZREM', KEYS[2], ARGV[i])
-    changes[#changes + 1] = '-' .. ARGV[i]
-  end
-end
-if #ARGV > 5 + nl then
-  for i = 6 + nl, #ARGV do
-    if redis.call('ZADD', KEYS[1], now + lease, ARGV[i]) == 1 then
-      redis.call('ZADD', KEYS[2], 0, ARGV[i])
-      changes[#changes + 1] = '+' .. ARGV[i]
+if nl > 0 then
+  local leaves = {unpack(ARGV, 6, 5 + nl)}
+  local scores = redis.call('ZMSCORE', KEYS[1], unpack(leaves))
+  local gone = {}
+  for i = 1, nl do
+    if scores[i] then
+      gone[#gone + 1] = leaves[i]
+      changes[#changes + 1] = '-' .. leaves[i]
     end
   end
+  zrem_all(KEYS[1], gone)
+  zrem_all(KEYS[2], gone)
+end
+if #ARGV > 5 + nl then
+  local joins = {unpack(ARGV, 6 + nl)}
+  local scores = redis.call('ZMSCORE', KEYS[1], unpack(joins))
+  local leased, fresh = {}, {}
+  for i = 1, #joins do
+    leased[#leased + 1] = now + lease
+    leased[#leased + 1] = joins[i]
+    if not scores[i] then
+      fresh[#fresh + 1] = 0
+      fresh[#fresh + 1] = joins[i]
+      changes[#changes + 1] = '+' .. joins[i]
+    end
+  end
+  redis.call('ZADD', KEYS[1], unpack(leased))
+  if #fresh > 0 then redis.call('ZADD', KEYS[2], unpack(fresh)) end
   keep(lease)
 end
 return {announce(changes), more and 1 or 0, next_sweep(now)}
