@@ -184,7 +184,9 @@ func (c *Client) Close() error {
 // Next returns the next envelope: a message, a gap notice (messages after
 // its Since were lost; refetch the channel's state), or an error notice
 // naming a channel the server refused (the channel is dropped). Envelopes
-// of one channel come in order, exactly once.
+// of one channel come in order, exactly once. Presence envelopes are not
+// returned: they update the channel's Presence view (and call
+// Config.OnPresence).
 //
 // Envelopes wait in a buffer of Config.BufferSize. When it is full the
 // client stops reading the connection, so a slow reader never loses a
