@@ -53,6 +53,7 @@ var (
 	ErrInvalidCommand     = &Error{Code: "invalid_command", Message: "malformed command"}
 	ErrRateLimited        = &Error{Code: "rate_limited", Message: "too many requests"}
 	ErrTokenExpired       = &Error{Code: "token_expired", Message: "the connection's token expired and was not refreshed; reconnect with a new token"}
+	ErrPresenceDisabled   = &Error{Code: "presence_disabled", Message: "presence is not enabled on this server"}
 )
 
 // Errorf returns an error of kind's code with a specific message, for
