@@ -179,3 +179,30 @@ func TestPresenceExpiryAnnouncedInBoundedPayloads(t *testing.T) {
 		t.Fatalf("present %v, count %d; want just %v", p, count, m)
 	}
 }
+
+// TestPresenceCloseLeavesAtOnce: an instance that closes (a graceful
+// shutdown or drain) removes its members at once, its queued changes
+// included, instead of leaving them visible until their lease ends.
+func TestPresenceCloseLeavesAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisbroker.Config{Presence: notify.PresenceConfig{Interval: 50 * time.Millisecond, Lease: time.Minute}}
+	observer, leaving := newBroker(t, srv, cfg), newBroker(t, srv, cfg)
+	const channel = "room.close"
+	sink := brokertest.SubscribePresence(t, observer, channel)
+	for i := range 3 {
+		leaving.Join(channel, notify.Member{User: "u", Conn: fmt.Sprintf("c%d", i)})
+	}
+	sink.WaitFor(t, 10*time.Second, "three members", func(evs []brokertest.PresenceEvent) bool { return len(brokertest.Present(evs)) == 3 })
+	leaving.Join(channel, notify.Member{User: "u", Conn: "queued"}) // still queued at Close
+	leaving.Leave(channel, notify.Member{User: "u", Conn: "c0"})
+	if err := leaving.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sink.WaitFor(t, 10*time.Second, "every member to leave at Close (the lease is a minute)", func(evs []brokertest.PresenceEvent) bool {
+		return len(evs) > 0 && len(brokertest.Present(evs)) == 0
+	})
+	page, err := observer.Members(context.Background(), channel, 10, "")
+	if err != nil || page.Count != 0 {
+		t.Fatalf("Members after Close = %+v, %v; want none", page, err)
+	}
+}
