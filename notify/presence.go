@@ -148,6 +148,18 @@ func NewPresence(d PresenceDiff) *Envelope {
 	}
 	e.Presence = append(p, '}')
 	e.raw = e.AppendJSON(nil)
+	e.reset = d.Reset
+	return e
+}
+
+// NewPresenceSnapshot returns the presence envelope that replaces a view
+// after a reset: "reset":true with the members of page (and its count and
+// next cursor), as a subscribed notice's snapshot carries them.
+func NewPresenceSnapshot(channel string, page PresencePage) *Envelope {
+	p := AppendPresencePage(nil, page)
+	p = append(p[:len(p)-1], `,"reset":true}`...)
+	e := &Envelope{Type: TypePresence, Channel: channel, Presence: p}
+	e.raw = e.AppendJSON(nil)
 	return e
 }
 
