@@ -75,8 +75,15 @@ func (f *fleet) add(tk *tokens, user string, channel int, chanName string, inst 
 	cfg.HealthyAfter = time.Second
 	tokenBase := plainURL
 	cfg.Token = func(ctx context.Context) (string, error) { return tk.get(ctx, tokenBase, user, extra) }
+	// The dialing slot is released once, and only if it was taken: a
+	// client closed before its turn (the run ended early) holds none.
 	var release sync.Once
-	done := func() { release.Do(func() { <-f.dialing }) }
+	var holds atomic.Bool
+	done := func() {
+		if holds.Load() {
+			release.Do(func() { <-f.dialing })
+		}
+	}
 	cfg.OnState = func(st client.State) {
 		switch st.Phase {
 		case client.Connected, client.Closed:
@@ -106,6 +113,7 @@ func (f *fleet) add(tk *tokens, user string, channel int, chanName string, inst 
 	f.wg.Go(func() {
 		select {
 		case f.dialing <- struct{}{}:
+			holds.Store(true)
 		case <-f.ctx.Done():
 			return
 		}
