@@ -109,7 +109,11 @@ type Config struct {
 	// again after a failed request), never concurrently by one Client.
 	// What it creates besides the connection (a socket, a quic.Transport)
 	// is its to close once the connection's Context is done: the client
-	// closes every connection it returned. WebSocket and SSE ignore it.
+	// closes every connection it returned. nil means DialQUICConnected:
+	// a connected UDP socket per connection, which hears ICMP port
+	// unreachable from a dead server (see ConnectedUDP); a hook should
+	// keep that (DialQUICConnected with a wrap function) unless it has a
+	// reason not to. WebSocket and SSE ignore it.
 	DialQUIC func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error)
 	// Header adds request headers (e.g. Origin) to every connection.
 	Header http.Header
@@ -206,6 +210,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.QUICConfig == nil {
 		cfg.QUICConfig = DefaultQUICConfig()
+	}
+	if cfg.DialQUIC == nil {
+		cfg.DialQUIC = dialQUICDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,4 +220,27 @@ func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
 	}
 	st.waitFor(t, "connected again", isPhase(Connected))
 	t.Logf("silent server noticed after %v", took.Round(time.Millisecond))
+}
+
+// TestQUICNoticesDeadPort: a QUIC server whose process is gone (its UDP
+// port closed without a word, as SIGKILL leaves it) is noticed from the
+// kernel's ICMP port unreachable, which the default dialer's connected
+// socket hears, at the first keep-alive after the death — not at the idle
+// timeout, here 60 s.
+func TestQUICNoticesDeadPort(t *testing.T) {
+	s := startTestServer(t)
+	in := s.startH3Instance(&tls.Config{Certificates: []tls.Certificate{s.cert}})
+	cfg, _ := s.config(HTTP3, "42", "news")
+	cfg.URL = "https://" + in.addr
+	cfg.QUICConfig = &quic.Config{KeepAlivePeriod: 200 * time.Millisecond, MaxIdleTimeout: time.Minute}
+	st, _ := runConnected(t, cfg)
+	_ = in.udp.Close() // the port is dead: the kernel answers ICMP
+	died := time.Now()
+	down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+	if took := time.Since(died); took > 5*time.Second {
+		t.Errorf("the dead port was noticed after %v; want about a keep-alive period", took)
+	}
+	if !errors.Is(down.Err, syscall.ECONNREFUSED) {
+		t.Errorf("reconnecting after %v; want ECONNREFUSED (ICMP port unreachable)", down.Err)
+	}
 }
