@@ -203,8 +203,12 @@ func (e *dialEnv) clientConfig(i int, plainURL, tlsURL string) client.Config {
 			ForceAttemptHTTP2: true,
 		}}}
 	case SSEH3:
+		// A TLS session cache of its own, as the HTTP3 client keeps: a
+		// reconnection resumes its session on any instance.
+		tlsCfg := e.tls.Clone()
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 		return client.Config{URL: tlsURL, Transport: client.SSE, HTTPClient: &http.Client{Transport: &http3.Transport{
-			TLSClientConfig: e.tls.Clone(), QUICConfig: quicCfg, Dial: e.dialQUIC(i),
+			TLSClientConfig: tlsCfg, QUICConfig: quicCfg, Dial: e.dialQUIC(i),
 		}}}
 	case H3:
 		// dialQUIC counts the bytes and reroutes a killed instance's

@@ -79,8 +79,13 @@ type Config struct {
 	// NDJSON line). Zero means each dialer's default (1 MiB for SSE, 16 MiB
 	// otherwise).
 	ReadLimit int
-	// TLSConfig for https URLs. For HTTP3 it is the QUIC handshake's; for
-	// WebSocket and SSE it is used when HTTPClient is nil.
+	// TLSConfig for https URLs. For HTTP3 it is the QUIC handshake's, and
+	// unless it has a ClientSessionCache the Client uses a copy with a
+	// cache of its own, so that a reconnection resumes the TLS session
+	// (see herald serve --tls-ticket-key); for WebSocket and SSE it is
+	// used when HTTPClient is nil. For SSE over HTTP/3, give the
+	// http3.Transport's TLSClientConfig a tls.NewLRUClientSessionCache
+	// of its own for the same.
 	TLSConfig *tls.Config
 	// HTTPClient makes WebSocket handshakes and SSE requests. nil means
 	// http.DefaultClient, or a client with TLSConfig when that is set. Its
@@ -214,6 +219,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.DialQUIC == nil {
 		cfg.DialQUIC = dialQUICDefault
 	}
+	if cfg.Transport == HTTP3 {
+		cfg.TLSConfig = withSessionCache(cfg.TLSConfig)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -221,6 +229,29 @@ func (cfg Config) withDefaults() Config {
 		cfg.Rand = globalRand{}
 	}
 	return cfg
+}
+
+// sessionCacheSize is how many TLS sessions an HTTP3 client keeps: one
+// per server name it dials, which is one.
+const sessionCacheSize = 4
+
+// withSessionCache returns a copy of tlsCfg (nil: a new one) with a TLS
+// session cache of its own, unless it has one: a Client's reconnection
+// resumes its last session — on any instance that shares the ticket key
+// (herald serve --tls-ticket-key) — and skips the certificate signature
+// and its verification, the costly part of a handshake when thousands of
+// clients of a dead instance reconnect at once.
+func withSessionCache(tlsCfg *tls.Config) *tls.Config {
+	if tlsCfg != nil && tlsCfg.ClientSessionCache != nil {
+		return tlsCfg
+	}
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{}
+	} else {
+		tlsCfg = tlsCfg.Clone()
+	}
+	tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(sessionCacheSize)
+	return tlsCfg
 }
 
 // validate reports the first thing wrong with cfg (defaults applied).

@@ -244,3 +244,72 @@ func TestQUICNoticesDeadPort(t *testing.T) {
 		t.Errorf("reconnecting after %v; want ECONNREFUSED (ICMP port unreachable)", down.Err)
 	}
 }
+
+// resumeRecorder is a DialQUIC that dials whichever instance target names
+// (a load balancer that moved the client) and records whether each
+// handshake resumed a TLS session.
+type resumeRecorder struct {
+	target  atomic.Pointer[string]
+	mu      sync.Mutex
+	resumed []bool // guarded by mu: per connection, in order
+}
+
+func (d *resumeRecorder) dial(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+	conn, err := DialQUICConnected(ctx, nil, *d.target.Load(), tlsCfg, cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-conn.HandshakeComplete():
+	case <-conn.Context().Done():
+		return nil, context.Cause(conn.Context())
+	case <-ctx.Done():
+		_ = conn.CloseWithError(0, "")
+		return nil, ctx.Err()
+	}
+	d.mu.Lock()
+	d.resumed = append(d.resumed, conn.ConnectionState().TLS.DidResume)
+	d.mu.Unlock()
+	return conn, nil
+}
+
+func (d *resumeRecorder) list() []bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]bool(nil), d.resumed...)
+}
+
+// TestQUICResumesOnAnotherInstance: an HTTP3 client whose instance died
+// reconnects to another one that shares the TLS session ticket key and
+// resumes its TLS session there (no certificate signature or
+// verification); an instance with another key makes a full handshake.
+func TestQUICResumesOnAnotherInstance(t *testing.T) {
+	s := startTestServer(t)
+	shared, other := [32]byte{1}, [32]byte{2}
+	withKey := func(k [32]byte) *h3Instance {
+		tlsCfg := &tls.Config{Certificates: []tls.Certificate{s.cert}}
+		tlsCfg.SetSessionTicketKeys([][32]byte{k})
+		return s.startH3Instance(tlsCfg)
+	}
+	a, b, c := withKey(shared), withKey(shared), withKey(other)
+	cfg, _ := s.config(HTTP3, "42", "news")
+	d := &resumeRecorder{}
+	d.target.Store(&a.addr)
+	cfg.DialQUIC = d.dial
+	st, _ := runConnected(t, cfg)
+	for i, in := range []*h3Instance{b, c} {
+		time.Sleep(200 * time.Millisecond) // the session ticket follows the handshake
+		d.target.Store(&in.addr)           // the balancer moves the client…
+		if i == 0 {
+			_ = a.udp.Close() // …because its instance died
+		} else {
+			_ = b.udp.Close()
+		}
+		st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+		st.waitFor(t, "connected again", isPhase(Connected))
+	}
+	got := d.list()
+	if len(got) != 3 || got[0] || !got[1] || got[2] {
+		t.Errorf("resumed per connection (A, B sharing A's ticket key, C with another): %v; want [false true false]", got)
+	}
+}
