@@ -81,8 +81,8 @@ func TestQUICConfigDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != 500*time.Millisecond || q.MaxIdleTimeout != 1500*time.Millisecond || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
-		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 500ms, 1.5s, 3s, false",
+	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != time.Second || q.MaxIdleTimeout != 3*time.Second || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
+		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 1s, 3s, 3s, false",
 			q.KeepAlivePeriod, q.MaxIdleTimeout, q.HandshakeIdleTimeout, q.Allow0RTT)
 	}
 	mine := &quic.Config{MaxIdleTimeout: time.Minute}
@@ -195,9 +195,9 @@ func TestQUICIdleTimeoutReconnects(t *testing.T) {
 }
 
 // TestQUICDefaultsNoticeSilentServer: with DefaultQUICConfig (no
-// QUICConfig given) a server whose packets are all lost — killed, or its
-// path gone — is noticed within 2 s (a keep-alive period and the idle
-// timeout), not the server's
+// QUICConfig given) a server whose packets are all lost — its host or
+// path gone, no ICMP — is noticed within 4 s (a keep-alive period and the
+// idle timeout), not the server's
 // 60 s, and the client reconnects. The bound is generous: this is not a
 // speed test.
 func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
