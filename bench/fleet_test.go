@@ -2,8 +2,17 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // TestFleetCloseBeforeDialTurn closes a fleet whose clients never got a
@@ -29,5 +38,29 @@ func TestFleetCloseBeforeDialTurn(t *testing.T) {
 	case <-closed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("fleet.close hangs on a client that never held a dialing slot")
+	}
+}
+
+func TestCauseKind(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{&quic.IdleTimeoutError{}, "QUIC idle timeout"},
+		{fmt.Errorf("h3: read: %w", &quic.StatelessResetError{}), "QUIC stateless reset"},
+		{&net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNREFUSED)}, "connection refused (ICMP port unreachable, TCP RST)"},
+		{io.EOF, "end of stream"},
+		{errors.New(strings.Repeat("x", 100)), strings.Repeat("x", 60)},
+	} {
+		if got := causeKind(c.err); got != c.want {
+			t.Errorf("causeKind(%v) = %q; want %q", c.err, got, c.want)
+		}
+	}
+	f := &fleet{}
+	f.cause(io.EOF)
+	f.cause(&quic.IdleTimeoutError{})
+	f.cause(&quic.IdleTimeoutError{})
+	if got, want := f.causesNote(), "why connections ended (client side): QUIC idle timeout 2, end of stream 1"; got != want {
+		t.Errorf("causesNote = %q; want %q", got, want)
 	}
 }

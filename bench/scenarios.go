@@ -401,6 +401,9 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 		res.Reconnects += max(s.connects.Load()-1, 0)
 	}
 	f.close()
+	if n := f.causesNote(); n != "" && st.fault {
+		res.Notes = append(res.Notes, n)
+	}
 
 	res.Latency = summarize(f.lat.merged())
 	if st.slowShare > 0 {
