@@ -335,6 +335,9 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 	r.prog.set("%s %s: waiting for %d clients to subscribe", st.scenario, st.transport, st.subs)
 	if err := f.waitReady(ctx, a, func(s *subscriber) string { return baseOf(s.channel) }, 60*time.Second+time.Duration(st.subs)*4*time.Millisecond); err != nil {
 		res.Error = err.Error()
+		if n := f.causesNote(); n != "" {
+			res.Notes = append(res.Notes, n) // why they could not all stay connected
+		}
 		return res
 	}
 	res.ConnectPerSec = float64(st.subs) / time.Since(connStart).Seconds()
