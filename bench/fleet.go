@@ -2,13 +2,20 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/transports/client"
+	"github.com/quic-go/quic-go"
 )
 
 // subscriber is one simulated client.
@@ -53,6 +60,9 @@ type fleet struct {
 	// handshakes at once (QUIC above all) overflow the UDP buffers and
 	// stall in retransmission timeouts.
 	dialing chan struct{}
+
+	causesMu sync.Mutex
+	causes   map[string]int // guarded by causesMu: why connections ended, by kind
 }
 
 func newFleet(ctx context.Context, env *dialEnv) *fleet {
@@ -75,8 +85,15 @@ func (f *fleet) add(tk *tokens, user string, channel int, chanName string, inst 
 	cfg.HealthyAfter = time.Second
 	tokenBase := plainURL
 	cfg.Token = func(ctx context.Context) (string, error) { return tk.get(ctx, tokenBase, user, extra) }
+	// The dialing slot is released once, and only if it was taken: a
+	// client closed before its turn (the run ended early) holds none.
 	var release sync.Once
-	done := func() { release.Do(func() { <-f.dialing }) }
+	var holds atomic.Bool
+	done := func() {
+		if holds.Load() {
+			release.Do(func() { <-f.dialing })
+		}
+	}
 	cfg.OnState = func(st client.State) {
 		switch st.Phase {
 		case client.Connected, client.Closed:
@@ -95,6 +112,9 @@ func (f *fleet) add(tk *tokens, user string, channel int, chanName string, inst 
 			}
 		case client.Reconnecting, client.Connecting:
 			s.down.CompareAndSwap(0, time.Now().UnixNano())
+			if st.Phase == client.Reconnecting && st.Err != nil {
+				f.cause(st.Err)
+			}
 		}
 	}
 	c, err := client.New(cfg)
@@ -106,6 +126,7 @@ func (f *fleet) add(tk *tokens, user string, channel int, chanName string, inst 
 	f.wg.Go(func() {
 		select {
 		case f.dialing <- struct{}{}:
+			holds.Store(true)
 		case <-f.ctx.Done():
 			return
 		}
@@ -115,6 +136,59 @@ func (f *fleet) add(tk *tokens, user string, channel int, chanName string, inst 
 	})
 	f.wg.Go(func() { f.read(s) })
 	return nil
+}
+
+// cause counts why a connection ended (or an attempt failed), by kind.
+func (f *fleet) cause(err error) {
+	f.causesMu.Lock()
+	defer f.causesMu.Unlock()
+	if f.causes == nil {
+		f.causes = map[string]int{}
+	}
+	f.causes[causeKind(err)]++
+}
+
+// causeKind names the kind of err: what noticed a dead server, or the
+// error's own text without its addresses.
+func causeKind(err error) string {
+	var idle *quic.IdleTimeoutError
+	var reset *quic.StatelessResetError
+	var hs *quic.HandshakeTimeoutError
+	switch {
+	case errors.As(err, &idle):
+		return "QUIC idle timeout"
+	case errors.As(err, &hs):
+		return "QUIC handshake timeout"
+	case errors.As(err, &reset):
+		return "QUIC stateless reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused (ICMP port unreachable, TCP RST)"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "end of stream"
+	}
+	msg := err.Error()
+	if len(msg) > 60 {
+		msg = msg[:60]
+	}
+	return msg
+}
+
+// causesNote is the note that counts why connections ended.
+func (f *fleet) causesNote() string {
+	f.causesMu.Lock()
+	defer f.causesMu.Unlock()
+	if len(f.causes) == 0 {
+		return ""
+	}
+	kinds := slices.Sorted(maps.Keys(f.causes))
+	slices.SortStableFunc(kinds, func(a, b string) int { return f.causes[b] - f.causes[a] })
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s %d", k, f.causes[k])
+	}
+	return "why connections ended (client side): " + strings.Join(parts, ", ")
 }
 
 func (f *fleet) read(s *subscriber) {

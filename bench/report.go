@@ -152,6 +152,7 @@ var rows = []row{
 		return "**no**"
 	}},
 	{"longest reconnection (s)", func(r *Result) string { return opt(r.ResumeMaxSec, f2) }},
+	{"p99 reconnection (s)", func(r *Result) string { return opt(r.ResumeP99Sec, f2) }},
 	{"slow clients", func(r *Result) string { return fmt.Sprint(r.SlowClients) }},
 	{"slow clients' p99 after resuming (ms)", func(r *Result) string {
 		if r.SlowLatency == nil {

@@ -100,6 +100,7 @@ type Result struct {
 	Reconnects      int64    `json:"reconnects,omitempty"`
 	ResumedAll      *bool    `json:"resumed_all,omitempty"`
 	ResumeMaxSec    *float64 `json:"resume_max_s,omitempty"`
+	ResumeP99Sec    *float64 `json:"resume_p99_s,omitempty"` // of the clients that reconnected
 	SlowClients     int      `json:"slow_clients,omitempty"`
 	SlowLatency     *Latency `json:"slow_latency,omitempty"`
 	Notes           []string `json:"notes,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -334,6 +335,9 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 	r.prog.set("%s %s: waiting for %d clients to subscribe", st.scenario, st.transport, st.subs)
 	if err := f.waitReady(ctx, a, func(s *subscriber) string { return baseOf(s.channel) }, 60*time.Second+time.Duration(st.subs)*4*time.Millisecond); err != nil {
 		res.Error = err.Error()
+		if n := f.causesNote(); n != "" {
+			res.Notes = append(res.Notes, n) // why they could not all stay connected
+		}
 		return res
 	}
 	res.ConnectPerSec = float64(st.subs) / time.Since(connStart).Seconds()
@@ -382,22 +386,27 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 		// The outage a client saw: from the fault to its next connection
 		// (not from when it noticed: QUIC notices a dead server only at
 		// its idle timeout).
-		all, longest := true, time.Duration(0)
+		all := true
+		var took []time.Duration // per reconnected client
 		at := f.faultAt.Load()
 		for _, s := range f.subs {
 			if s.c.State().Phase != client.Connected {
 				all = false
 			}
 			if c := s.connectedAt.Load(); at != 0 && c > at && s.connects.Load() > 1 {
-				longest = max(longest, time.Duration(c-at))
+				took = append(took, time.Duration(c-at))
 			}
 		}
-		res.ResumedAll, res.ResumeMaxSec = ptr(all), ptr(longest.Seconds())
+		res.ResumedAll = ptr(all)
+		res.ResumeMaxSec, res.ResumeP99Sec = ptr(quantile(took, 1).Seconds()), ptr(quantile(took, 0.99).Seconds())
 	}
 	for _, s := range f.subs {
 		res.Reconnects += max(s.connects.Load()-1, 0)
 	}
 	f.close()
+	if n := f.causesNote(); n != "" && st.fault {
+		res.Notes = append(res.Notes, n)
+	}
 
 	res.Latency = summarize(f.lat.merged())
 	if st.slowShare > 0 {
@@ -411,6 +420,17 @@ func (r *runner) traffic(ctx context.Context, cl *cluster, st trafficSpec) *Resu
 		res.Notes = append(res.Notes, "last publish error: "+e.(string))
 	}
 	return res
+}
+
+// quantile is the q-quantile (0 < q ≤ 1; 1 is the largest) of ds, which
+// it sorts; 0 when ds is empty.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	i := int(math.Ceil(q*float64(len(ds)))) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
 }
 
 func sleepUntil(ctx context.Context, t time.Time) {

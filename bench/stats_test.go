@@ -57,3 +57,18 @@ func TestCompareAndReport(t *testing.T) {
 		t.Errorf("report does not show the loss in bold:\n%s", rep)
 	}
 }
+
+func TestQuantile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{1, 10}, {0.99, 10}, {0.9, 9}, {0.5, 5}, {0.01, 1}} {
+		if got := quantile(ds, c.q); got != c.want {
+			t.Errorf("quantile(1..10, %v) = %v; want %v", c.q, got, c.want)
+		}
+	}
+	if got := quantile(nil, 0.99); got != 0 {
+		t.Errorf("quantile(nil) = %v; want 0", got)
+	}
+}

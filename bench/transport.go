@@ -74,14 +74,22 @@ func (c countingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	return n, a, err
 }
 
-// SetReadBuffer, SetWriteBuffer and SyscallConn let quic-go size the
-// socket's buffers as it would on a bare *net.UDPConn.
-func (c countingPacketConn) SetReadBuffer(n int) error  { return c.udp().SetReadBuffer(n) }
-func (c countingPacketConn) SetWriteBuffer(n int) error { return c.udp().SetWriteBuffer(n) }
-func (c countingPacketConn) SyscallConn() (syscall.RawConn, error) {
-	return c.udp().SyscallConn()
+// bufferedConn is what quic-go sizes and marks don't-fragment on a UDP
+// socket: *net.UDPConn and client.ConnectedUDP have it.
+type bufferedConn interface {
+	SetReadBuffer(int) error
+	SetWriteBuffer(int) error
+	SyscallConn() (syscall.RawConn, error)
 }
-func (c countingPacketConn) udp() *net.UDPConn { return c.PacketConn.(*net.UDPConn) }
+
+// SetReadBuffer, SetWriteBuffer and SyscallConn let quic-go size the
+// socket's buffers as it would on the bare socket.
+func (c countingPacketConn) SetReadBuffer(n int) error  { return c.sock().SetReadBuffer(n) }
+func (c countingPacketConn) SetWriteBuffer(n int) error { return c.sock().SetWriteBuffer(n) }
+func (c countingPacketConn) SyscallConn() (syscall.RawConn, error) {
+	return c.sock().SyscallConn()
+}
+func (c countingPacketConn) sock() bufferedConn { return c.PacketConn.(bufferedConn) }
 
 func (c countingPacketConn) WriteTo(p []byte, a net.Addr) (int, error) {
 	n, err := c.PacketConn.WriteTo(p, a)
@@ -159,31 +167,18 @@ func (e *dialEnv) dialTCP(i int) func(ctx context.Context, network, addr string)
 	}
 }
 
-// dialQUIC is an http3.Transport Dial hook: its own UDP socket, counted,
-// closed with the connection.
+// dialQUIC is an http3.Transport Dial hook: client i's own UDP socket,
+// from its source address, connected to the (routed) server as the
+// client's default dialer's is — so that a killed instance's ICMP port
+// unreachable ends the connection — counted, closed with the connection.
 func (e *dialEnv) dialQUIC(i int) func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
 	return func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-		raddr, err := net.ResolveUDPAddr("udp", e.routed(addr, i))
+		count := func(pc net.PacketConn) net.PacketConn { return countingPacketConn{pc, e.wire} }
+		conn, err := client.DialQUICConnected(ctx, &net.UDPAddr{IP: e.source(i)}, e.routed(addr, i), tlsCfg, cfg, count)
 		if err != nil {
-			return nil, err
-		}
-		udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: e.source(i)})
-		if err != nil {
-			return nil, err
-		}
-		tr := &quic.Transport{Conn: countingPacketConn{udp, e.wire}}
-		conn, err := tr.DialEarly(ctx, raddr, tlsCfg, cfg)
-		if err != nil {
-			_ = tr.Close()
-			_ = udp.Close()
 			return nil, err
 		}
 		e.wire.counted.Store(true)
-		go func() {
-			<-conn.Context().Done()
-			_ = tr.Close()
-			_ = udp.Close()
-		}()
 		return conn, nil
 	}
 }
@@ -208,8 +203,12 @@ func (e *dialEnv) clientConfig(i int, plainURL, tlsURL string) client.Config {
 			ForceAttemptHTTP2: true,
 		}}}
 	case SSEH3:
+		// A TLS session cache of its own, as the HTTP3 client keeps: a
+		// reconnection resumes its session on any instance.
+		tlsCfg := e.tls.Clone()
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 		return client.Config{URL: tlsURL, Transport: client.SSE, HTTPClient: &http.Client{Transport: &http3.Transport{
-			TLSClientConfig: e.tls.Clone(), QUICConfig: quicCfg, Dial: e.dialQUIC(i),
+			TLSClientConfig: tlsCfg, QUICConfig: quicCfg, Dial: e.dialQUIC(i),
 		}}}
 	case H3:
 		// dialQUIC counts the bytes and reroutes a killed instance's

@@ -24,6 +24,7 @@ type serveConfig struct {
 	redisURL          string
 	secret            string
 	quicResetKey      string
+	tlsTicketKeys     string
 	apiKeys           listFlag
 	allowedOrigins    listFlag
 	singleUseTokens   bool
@@ -97,6 +98,7 @@ Flags:
 	fs.StringVar(&c.redisURL, "redis", "", "Redis URL (redis://host:port/db), or a Redis Cluster (redis-cluster://host1:7000,host2:7001,…); empty runs the embedded memory broker")
 	fs.StringVar(&c.secret, "secret", "", "token signing secret (at least 32 bytes); empty generates one for this run")
 	fs.StringVar(&c.quicResetKey, "quic-reset-key", "", "QUIC stateless-reset key, 64 hex digits, the same on every instance (openssl rand -hex 32); empty derives it from --secret")
+	fs.StringVar(&c.tlsTicketKeys, "tls-ticket-key", "", "TLS session ticket keys, 64 hex digits each, comma-separated, the same on every instance: the first encrypts, all decrypt (rotate by putting a new one first); empty derives one from --secret")
 	fs.Var(&c.apiKeys, "api-key", "server-to-server API key (repeatable or comma-separated); empty generates one for this run")
 	fs.Var(&c.allowedOrigins, "allowed-origins", "browser origins allowed cross-site, e.g. https://app.example.com,https://*.example.com")
 	fs.BoolVar(&c.singleUseTokens, "single-use-tokens", false, "accept each token once (IDs recorded in Redis, or memory) until it expires")
@@ -174,6 +176,11 @@ func (c *serveConfig) validate() error {
 	if c.quicResetKey != "" {
 		if _, err := h3.ParseResetKey(c.quicResetKey); err != nil {
 			errs = append(errs, fmt.Errorf("--quic-reset-key: %w", err))
+		}
+	}
+	if c.tlsTicketKeys != "" {
+		if _, err := h3.ParseTicketKeys(c.tlsTicketKeys); err != nil {
+			errs = append(errs, fmt.Errorf("--tls-ticket-key: %w", err))
 		}
 	}
 	if c.secret != "" && len(c.secret) < 32 {

@@ -61,8 +61,13 @@ type server struct {
 	// same UDP address, resets the old connections instead of letting
 	// their clients wait for the idle timeout.
 	resetKey *quic.StatelessResetKey
-	debug    *http.Server // --debug-addr: metrics and profiles
-	ready    atomic.Bool
+	// ticketKeys encrypt and decrypt TLS session tickets on the TLS
+	// listeners, TCP and QUIC: shared by every instance (--tls-ticket-key,
+	// or derived from --secret), so that a client reconnecting to any
+	// instance resumes its session and skips the certificate signature.
+	ticketKeys [][32]byte
+	debug      *http.Server // --debug-addr: metrics and profiles
+	ready      atomic.Bool
 	// devMode: no --api-key was given, so the server generated one, and it
 	// hands out demo tokens (POST /v1/demo/token) to the demo page.
 	devMode bool
@@ -117,6 +122,10 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		s.close()
 		return nil, err
 	}
+	if s.ticketKeys, err = tlsTicketKeys(cfg.tlsTicketKeys, authCfg.Secret); err != nil {
+		s.close()
+		return nil, err
+	}
 	limiter := newRateLimiter(cfg.publishRate, cfg.publishBurst)
 	s.wire = wire.Config{
 		Hub:               s.hub,
@@ -152,6 +161,23 @@ func quicResetKey(flag string, secret []byte) (*quic.StatelessResetKey, error) {
 		return k, nil
 	}
 	return h3.DeriveResetKey(secret)
+}
+
+// tlsTicketKeys are the --tls-ticket-key flag's keys, or, without it, one
+// derived from the token-signing secret, as quicResetKey.
+func tlsTicketKeys(flag string, secret []byte) ([][32]byte, error) {
+	if flag != "" {
+		keys, err := h3.ParseTicketKeys(flag)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ticket-key: %w", err)
+		}
+		return keys, nil
+	}
+	k, err := h3.DeriveTicketKey(secret)
+	if err != nil {
+		return nil, err
+	}
+	return [][32]byte{k}, nil
 }
 
 // authConfig makes the authenticator's configuration, generating a secret
@@ -333,6 +359,8 @@ func (s *server) listen() (plainLn, tlsLn net.Listener, udp net.PacketConn, err 
 	s.tlsAddr = tcp.Addr().String()
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	quicTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
+	tlsCfg.SetSessionTicketKeys(s.ticketKeys)
+	quicTLS.SetSessionTicketKeys(s.ticketKeys)
 	s.quic = h3.NewServer(s.plain.Handler, quicTLS, s.wire)
 	if s.quicLn, err = h3.Listen(udp, quicTLS, s.wire, s.resetKey); err != nil {
 		plainLn.Close()

@@ -79,8 +79,13 @@ type Config struct {
 	// NDJSON line). Zero means each dialer's default (1 MiB for SSE, 16 MiB
 	// otherwise).
 	ReadLimit int
-	// TLSConfig for https URLs. For HTTP3 it is the QUIC handshake's; for
-	// WebSocket and SSE it is used when HTTPClient is nil.
+	// TLSConfig for https URLs. For HTTP3 it is the QUIC handshake's, and
+	// unless it has a ClientSessionCache the Client uses a copy with a
+	// cache of its own, so that a reconnection resumes the TLS session
+	// (see herald serve --tls-ticket-key); for WebSocket and SSE it is
+	// used when HTTPClient is nil. For SSE over HTTP/3, give the
+	// http3.Transport's TLSClientConfig a tls.NewLRUClientSessionCache
+	// of its own for the same.
 	TLSConfig *tls.Config
 	// HTTPClient makes WebSocket handshakes and SSE requests. nil means
 	// http.DefaultClient, or a client with TLSConfig when that is set. Its
@@ -109,7 +114,11 @@ type Config struct {
 	// again after a failed request), never concurrently by one Client.
 	// What it creates besides the connection (a socket, a quic.Transport)
 	// is its to close once the connection's Context is done: the client
-	// closes every connection it returned. WebSocket and SSE ignore it.
+	// closes every connection it returned. nil means DialQUICConnected:
+	// a connected UDP socket per connection, which hears ICMP port
+	// unreachable from a dead server (see ConnectedUDP); a hook should
+	// keep that (DialQUICConnected with a wrap function) unless it has a
+	// reason not to. WebSocket and SSE ignore it.
 	DialQUIC func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error)
 	// Header adds request headers (e.g. Origin) to every connection.
 	Header http.Header
@@ -140,35 +149,49 @@ type Backoff struct {
 }
 
 // DefaultQUICConfig returns the QUIC configuration an HTTP3 client uses
-// when Config.QUICConfig is nil: a keep-alive PING every 500 ms, a 1.5 s
+// when Config.QUICConfig is nil: a keep-alive PING every second, a 3 s
 // idle timeout and a 3 s handshake idle timeout.
 //
-// A server that dies without closing its connections (killed, its host or
-// the network path gone) cannot tell its QUIC clients, and QUIC does not
-// act on ICMP. A process that takes over the server's address (a restarted
-// Herald instance, or another behind the same UDP address, sharing the
-// reset key: docs/deployment.md) answers the old connection's packets with
-// a stateless reset, but only packets over 42 bytes (quic-go's floor), not
-// a keep-alive PING. So an idle client notices a dead server when the idle
-// timeout passes, counted from its first packet after the last it received
-// (quic-go's rule): at most KeepAlivePeriod + MaxIdleTimeout = 2 s after
-// the server's last packet. A failover then costs QUIC clients about what
-// it costs TCP ones; quic-go's client defaults (10 s, 30 s) take up to
-// 40 s. The idle timeout in force is the smaller of the client's and the
-// server's (Herald's is 2×heartbeat + write timeout, 60 s by default).
+// A server that dies without closing its connections cannot tell its QUIC
+// clients. How soon a client notices depends on what answers its next
+// packet — the keep-alive PING at the latest, at most KeepAlivePeriod
+// after the server's last packet:
 //
-// The costs: one PING and its acknowledgement every 500 ms on an idle
+//   - the server's host, its port now closed (the process was killed or
+//     crashed): ICMP port unreachable, which the client's connected UDP
+//     socket hears (ConnectedUDP): the connection ends within about 1 s;
+//   - a process that took over the server's address and shares the reset
+//     key (a restarted instance, another behind the same UDP address of a
+//     load balancer: docs/deployment.md): a stateless reset, at once for
+//     a packet over 42 bytes (quic-go's floor; a bare PING is smaller, so
+//     an idle client waits for the idle timeout);
+//   - nothing (the host or the path is gone, or ICMP is filtered): the
+//     idle timeout, counted from the client's first packet after the last
+//     it received (quic-go's rule): KeepAlivePeriod + MaxIdleTimeout =
+//     4 s. quic-go's client defaults (10 s, 30 s) take up to 40 s. The
+//     idle timeout in force is the smaller of the client's and the
+//     server's (Herald's is 2×heartbeat + write timeout, 60 s by default).
+//
+// Why not shorter: at 500 ms / 1.5 s (the previous defaults), 15,000 QUIC
+// connections on a loaded two-core machine made 30,000 PINGs and as many
+// acknowledgements a second, and live connections whose acknowledgements
+// were late by 1.5 s were closed and reconnected for nothing: the fleet
+// never settled (docs/benchmarks.md). 3 s of silence is what a loaded
+// server is allowed; ICMP, not the timeout, finds the dead one.
+//
+// The costs: one PING and its acknowledgement every second on an idle
 // connection, about 55 bytes of UDP payload a round (25 out, 29 back,
-// measured), some 400 KB an hour, and a radio that never sleeps on a
-// phone; and a path that loses every packet for 1.5 s (a tunnel, a Wi-Fi
+// measured), some 200 KB an hour, and a radio that rarely sleeps on a
+// phone; and a path that loses every packet for 3 s (a tunnel, a Wi-Fi
 // hand-over) ends the connection: the client reconnects and resumes from
 // its position, nothing is lost. A mobile app should supply a QUICConfig
-// (e.g. KeepAlivePeriod 5 s, MaxIdleTimeout 15 s: a failover then takes
-// up to 20 s) to trade failover time for battery and traffic.
+// (e.g. KeepAlivePeriod 5 s, MaxIdleTimeout 15 s: a killed server is then
+// noticed within 5 s, a vanished one within 20 s) to trade failover time
+// for battery and traffic.
 func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
-		KeepAlivePeriod:      500 * time.Millisecond,
-		MaxIdleTimeout:       1500 * time.Millisecond,
+		KeepAlivePeriod:      time.Second,
+		MaxIdleTimeout:       3 * time.Second,
 		HandshakeIdleTimeout: 3 * time.Second,
 	}
 }
@@ -212,6 +235,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.QUICConfig == nil {
 		cfg.QUICConfig = DefaultQUICConfig()
 	}
+	if cfg.DialQUIC == nil {
+		cfg.DialQUIC = dialQUICDefault
+	}
+	if cfg.Transport == HTTP3 {
+		cfg.TLSConfig = withSessionCache(cfg.TLSConfig)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -219,6 +248,29 @@ func (cfg Config) withDefaults() Config {
 		cfg.Rand = globalRand{}
 	}
 	return cfg
+}
+
+// sessionCacheSize is how many TLS sessions an HTTP3 client keeps: one
+// per server name it dials, which is one.
+const sessionCacheSize = 4
+
+// withSessionCache returns a copy of tlsCfg (nil: a new one) with a TLS
+// session cache of its own, unless it has one: a Client's reconnection
+// resumes its last session — on any instance that shares the ticket key
+// (herald serve --tls-ticket-key) — and skips the certificate signature
+// and its verification, the costly part of a handshake when thousands of
+// clients of a dead instance reconnect at once.
+func withSessionCache(tlsCfg *tls.Config) *tls.Config {
+	if tlsCfg != nil && tlsCfg.ClientSessionCache != nil {
+		return tlsCfg
+	}
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{}
+	} else {
+		tlsCfg = tlsCfg.Clone()
+	}
+	tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(sessionCacheSize)
+	return tlsCfg
 }
 
 // validate reports the first thing wrong with cfg (defaults applied).

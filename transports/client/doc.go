@@ -43,11 +43,13 @@
 // (WebSocket, SSE over HTTP/1.1 and HTTP/2) reset by its kernel at once;
 // a host or network path that vanished is noticed over TCP only by TCP
 // keep-alive, in minutes. A killed QUIC server (HTTP3, SSE over HTTP/3)
-// tells nothing, and ICMP is not acted on: the client notices at the QUIC
-// idle timeout, which DefaultQUICConfig makes at most 2 s (keep-alive
-// 500 ms + idle timeout 1.5 s; quic-go's defaults take up to 40 s), or at
-// once if a restarted server sharing the reset key answers a packet with
-// a stateless reset.
+// sends no close. Its host's kernel answers the client's next packet (a
+// keep-alive at the latest) with ICMP port unreachable, which the HTTP3
+// dialer's connected UDP socket hears (ConnectedUDP): the connection ends
+// at once. A restarted server sharing the reset key answers with a
+// stateless reset instead. Where neither comes back (a host or path
+// gone) the client notices at the QUIC idle timeout (DefaultQUICConfig:
+// keep-alive + idle timeout; quic-go's defaults take up to 40 s).
 // Config.QUICConfig changes it for HTTP3; SSE over HTTP/3 takes its
 // settings from the *http3.Transport in Config.HTTPClient. Config.DialQUIC
 // opens HTTP3's QUIC connections, every attempt anew.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,8 +81,8 @@ func TestQUICConfigDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != 500*time.Millisecond || q.MaxIdleTimeout != 1500*time.Millisecond || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
-		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 500ms, 1.5s, 3s, false",
+	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != time.Second || q.MaxIdleTimeout != 3*time.Second || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
+		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 1s, 3s, 3s, false",
 			q.KeepAlivePeriod, q.MaxIdleTimeout, q.HandshakeIdleTimeout, q.Allow0RTT)
 	}
 	mine := &quic.Config{MaxIdleTimeout: time.Minute}
@@ -194,9 +195,9 @@ func TestQUICIdleTimeoutReconnects(t *testing.T) {
 }
 
 // TestQUICDefaultsNoticeSilentServer: with DefaultQUICConfig (no
-// QUICConfig given) a server whose packets are all lost — killed, or its
-// path gone — is noticed within 2 s (a keep-alive period and the idle
-// timeout), not the server's
+// QUICConfig given) a server whose packets are all lost — its host or
+// path gone, no ICMP — is noticed within 4 s (a keep-alive period and the
+// idle timeout), not the server's
 // 60 s, and the client reconnects. The bound is generous: this is not a
 // speed test.
 func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
@@ -219,4 +220,96 @@ func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
 	}
 	st.waitFor(t, "connected again", isPhase(Connected))
 	t.Logf("silent server noticed after %v", took.Round(time.Millisecond))
+}
+
+// TestQUICNoticesDeadPort: a QUIC server whose process is gone (its UDP
+// port closed without a word, as SIGKILL leaves it) is noticed from the
+// kernel's ICMP port unreachable, which the default dialer's connected
+// socket hears, at the first keep-alive after the death — not at the idle
+// timeout, here 60 s.
+func TestQUICNoticesDeadPort(t *testing.T) {
+	s := startTestServer(t)
+	in := s.startH3Instance(&tls.Config{Certificates: []tls.Certificate{s.cert}})
+	cfg, _ := s.config(HTTP3, "42", "news")
+	cfg.URL = "https://" + in.addr
+	cfg.QUICConfig = &quic.Config{KeepAlivePeriod: 200 * time.Millisecond, MaxIdleTimeout: time.Minute}
+	st, _ := runConnected(t, cfg)
+	_ = in.udp.Close() // the port is dead: the kernel answers ICMP
+	died := time.Now()
+	down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+	if took := time.Since(died); took > 5*time.Second {
+		t.Errorf("the dead port was noticed after %v; want about a keep-alive period", took)
+	}
+	if !errors.Is(down.Err, syscall.ECONNREFUSED) {
+		t.Errorf("reconnecting after %v; want ECONNREFUSED (ICMP port unreachable)", down.Err)
+	}
+}
+
+// resumeRecorder is a DialQUIC that dials whichever instance target names
+// (a load balancer that moved the client) and records whether each
+// handshake resumed a TLS session.
+type resumeRecorder struct {
+	target  atomic.Pointer[string]
+	mu      sync.Mutex
+	resumed []bool // guarded by mu: per connection, in order
+}
+
+func (d *resumeRecorder) dial(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+	conn, err := DialQUICConnected(ctx, nil, *d.target.Load(), tlsCfg, cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-conn.HandshakeComplete():
+	case <-conn.Context().Done():
+		return nil, context.Cause(conn.Context())
+	case <-ctx.Done():
+		_ = conn.CloseWithError(0, "")
+		return nil, ctx.Err()
+	}
+	d.mu.Lock()
+	d.resumed = append(d.resumed, conn.ConnectionState().TLS.DidResume)
+	d.mu.Unlock()
+	return conn, nil
+}
+
+func (d *resumeRecorder) list() []bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]bool(nil), d.resumed...)
+}
+
+// TestQUICResumesOnAnotherInstance: an HTTP3 client whose instance died
+// reconnects to another one that shares the TLS session ticket key and
+// resumes its TLS session there (no certificate signature or
+// verification); an instance with another key makes a full handshake.
+func TestQUICResumesOnAnotherInstance(t *testing.T) {
+	s := startTestServer(t)
+	shared, other := [32]byte{1}, [32]byte{2}
+	withKey := func(k [32]byte) *h3Instance {
+		tlsCfg := &tls.Config{Certificates: []tls.Certificate{s.cert}}
+		tlsCfg.SetSessionTicketKeys([][32]byte{k})
+		return s.startH3Instance(tlsCfg)
+	}
+	a, b, c := withKey(shared), withKey(shared), withKey(other)
+	cfg, _ := s.config(HTTP3, "42", "news")
+	d := &resumeRecorder{}
+	d.target.Store(&a.addr)
+	cfg.DialQUIC = d.dial
+	st, _ := runConnected(t, cfg)
+	for i, in := range []*h3Instance{b, c} {
+		time.Sleep(200 * time.Millisecond) // the session ticket follows the handshake
+		d.target.Store(&in.addr)           // the balancer moves the client…
+		if i == 0 {
+			_ = a.udp.Close() // …because its instance died
+		} else {
+			_ = b.udp.Close()
+		}
+		st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+		st.waitFor(t, "connected again", isPhase(Connected))
+	}
+	got := d.list()
+	if len(got) != 3 || got[0] || !got[1] || got[2] {
+		t.Errorf("resumed per connection (A, B sharing A's ticket key, C with another): %v; want [false true false]", got)
+	}
 }

@@ -40,6 +40,8 @@ type testServer struct {
 	tcp    *trackingListener
 	h3Addr string
 	pool   *x509.CertPool
+	cert   tls.Certificate // the HTTP/3 servers'
+	route  http.Handler    // to the current instance
 
 	hubCfg  notify.HubConfig
 	wireCfg wire.Config
@@ -121,21 +123,39 @@ func (s *testServer) startH3(handler http.Handler) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	s.cert, s.route = cert, handler
+	in := s.startH3Instance(&tls.Config{Certificates: []tls.Certificate{cert}})
+	s.h3Addr, s.pool = in.addr, devcert.Pool(cert)
+}
+
+// h3Instance is one HTTP/3 server on its own UDP socket, serving the test
+// server's instances (one hub): an instance of a Herald cluster, as far
+// as its QUIC clients can tell.
+type h3Instance struct {
+	addr string
+	udp  *net.UDPConn
+}
+
+// startH3Instance serves HTTP/3 with tlsCfg (which holds the certificate
+// and, if the test wants them, session ticket keys) on a new socket,
+// stopped at the end of the test.
+func (s *testServer) startH3Instance(tlsCfg *tls.Config) *h3Instance {
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	srv := h3.NewServer(handler, &tls.Config{Certificates: []tls.Certificate{cert}}, s.wireCfg)
+	srv := h3.NewServer(s.route, tlsCfg, s.wireCfg)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(udp) }()
+	in := &h3Instance{addr: udp.LocalAddr().String(), udp: udp}
 	s.t.Cleanup(func() {
 		_ = srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.t.Errorf("h3 serve: %v", err)
 		}
 		_ = udp.Close()
 	})
-	s.h3Addr, s.pool = udp.LocalAddr().String(), devcert.Pool(cert)
+	return in
 }
 
 // trackingListener keeps every accepted connection, hijacked WebSockets

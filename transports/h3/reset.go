@@ -28,28 +28,50 @@ var ErrResetKey = errors.New("h3: a QUIC reset key is 32 bytes written as 64 hex
 // ParseResetKey parses a stateless-reset key written as 64 hexadecimal
 // digits (32 bytes, e.g. `openssl rand -hex 32`).
 func ParseResetKey(s string) (*quic.StatelessResetKey, error) {
-	b, err := hex.DecodeString(strings.TrimSpace(s))
-	if err != nil || len(b) != len(quic.StatelessResetKey{}) {
+	b, err := parseKey32(s)
+	if err != nil {
 		return nil, fmt.Errorf("%w (got %d characters)", ErrResetKey, len(strings.TrimSpace(s)))
 	}
-	var k quic.StatelessResetKey
-	copy(k[:], b)
+	k := quic.StatelessResetKey(b)
 	return &k, nil
 }
 
 // DeriveResetKey derives a stateless-reset key from a secret every instance
 // shares (the token-signing secret): HKDF-SHA256 with a fixed label.
 func DeriveResetKey(secret []byte) (*quic.StatelessResetKey, error) {
-	if len(secret) == 0 {
-		return nil, errors.New("h3: deriving a QUIC reset key needs a non-empty secret")
-	}
-	b, err := hkdf.Key(sha256.New, secret, nil, resetKeyLabel, len(quic.StatelessResetKey{}))
+	b, err := deriveKey32(secret, resetKeyLabel)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("h3: deriving a QUIC reset key: %w", err)
 	}
-	var k quic.StatelessResetKey
-	copy(k[:], b)
+	k := quic.StatelessResetKey(b)
 	return &k, nil
+}
+
+// parseKey32 parses 32 bytes written as 64 hexadecimal digits.
+func parseKey32(s string) ([32]byte, error) {
+	var k [32]byte
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != len(k) {
+		return k, errors.New("not 64 hexadecimal digits")
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// deriveKey32 derives 32 bytes from secret for the purpose label names
+// (HKDF-SHA256): one secret, one key per label, and no key says anything
+// usable about the secret or about another label's key.
+func deriveKey32(secret []byte, label string) ([32]byte, error) {
+	var k [32]byte
+	if len(secret) == 0 {
+		return k, errors.New("the secret is empty")
+	}
+	b, err := hkdf.Key(sha256.New, secret, nil, label, len(k))
+	if err != nil {
+		return k, err
+	}
+	copy(k[:], b)
+	return k, nil
 }
 
 // Listener is a QUIC listener for an http3.Server (ServeListener) whose
