@@ -23,11 +23,12 @@ import (
 	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/heraldhq/herald/transports/ws"
+	"github.com/heraldhq/herald/transports/wt"
 )
 
 // testServer is a Herald server assembled from the public packages, as
 // cmd/herald does: a memory broker, and in front of it one "instance" (a
-// hub and the three transport handlers) at a time, reached through a
+// hub and the transport handlers) at a time, reached through a
 // plain HTTP listener (WebSocket, SSE) and an HTTP/3 listener on UDP with
 // a development certificate. Swapping the instance plays a load balancer
 // sending a drained client to another instance on the same broker.
@@ -100,6 +101,7 @@ func (s *testServer) newInstance() *instance {
 	mux.Handle("/v1/ws", ws.NewHandler(cfg))
 	mux.Handle("/v1/sse", sse.NewHandler(cfg))
 	mux.Handle("/v1/stream", h3.NewHandler(cfg))
+	mux.Handle("/v1/wt", wt.NewHandler(cfg))
 	return &instance{hub: hub, mux: mux}
 }
 
@@ -123,14 +125,21 @@ func (s *testServer) startH3(handler http.Handler) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	srv := h3.NewServer(handler, &tls.Config{Certificates: []tls.Certificate{cert}}, s.wireCfg)
+	// HTTP/3 and WebTransport on one UDP socket, as cmd/herald serves them.
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv := wt.NewServer(handler, tlsCfg, s.wireCfg)
+	ln, err := h3.ListenQUIC(udp, tlsCfg, wt.QUICConfig(s.wireCfg), nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(udp) }()
+	go func() { served <- srv.ServeListener(ln) }()
 	s.t.Cleanup(func() {
 		_ = srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 			s.t.Errorf("h3 serve: %v", err)
 		}
+		_ = ln.Close()
 		_ = udp.Close()
 	})
 	s.h3Addr, s.pool = udp.LocalAddr().String(), devcert.Pool(cert)
@@ -195,7 +204,7 @@ func (s *testServer) config(transport Transport, user string, channels ...string
 		Channels:  channels,
 		Backoff:   Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 	}
-	if transport == HTTP3 {
+	if transport == HTTP3 || transport == WebTransport {
 		cfg.URL = "https://" + s.h3Addr
 		cfg.TLSConfig = &tls.Config{RootCAs: s.pool}
 	}
