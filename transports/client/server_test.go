@@ -40,6 +40,10 @@ type testServer struct {
 	tcp    *trackingListener
 	h3Addr string
 	pool   *x509.CertPool
+	// The QUIC server's: set by startH3; stopH3 by serveH3, each time.
+	h3TLS     *tls.Config
+	h3Handler http.Handler
+	stopH3    func()
 
 	hubCfg  notify.HubConfig
 	wireCfg wire.Config
@@ -125,24 +129,55 @@ func (s *testServer) startH3(handler http.Handler) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	// HTTP/3 and WebTransport on one UDP socket, as cmd/herald serves them.
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv := wt.NewServer(handler, tlsCfg, s.wireCfg)
-	ln, err := h3.ListenQUIC(udp, tlsCfg, wt.QUICConfig(s.wireCfg), nil)
+	s.h3Addr, s.pool = udp.LocalAddr().String(), devcert.Pool(cert)
+	s.h3TLS, s.h3Handler = &tls.Config{Certificates: []tls.Certificate{cert}}, handler
+	s.serveH3(udp)
+}
+
+// serveH3 serves HTTP/3 and WebTransport on udp, as cmd/herald does: one
+// socket, one wt.Server. stopH3 stops it, as a killed process would
+// (CONNECTION_CLOSE to every client, the socket released).
+func (s *testServer) serveH3(udp *net.UDPConn) {
+	srv := wt.NewServer(s.h3Handler, s.h3TLS, s.wireCfg)
+	ln, err := h3.ListenQUIC(udp, s.h3TLS, wt.QUICConfig(s.wireCfg), nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeListener(ln) }()
-	s.t.Cleanup(func() {
-		_ = srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			s.t.Errorf("h3 serve: %v", err)
+	var once sync.Once
+	s.stopH3 = func() {
+		once.Do(func() {
+			_ = srv.Close()
+			if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+				s.t.Errorf("h3 serve: %v", err)
+			}
+			_ = ln.Close()
+			_ = udp.Close()
+		})
+	}
+	s.t.Cleanup(s.stopH3)
+}
+
+// restartH3 stops the QUIC server and serves again on the same address
+// (retried: the port may take a moment to be free again).
+func (s *testServer) restartH3() {
+	s.stopH3()
+	addr, err := net.ResolveUDPAddr("udp", s.h3Addr)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		udp, err := net.ListenUDP("udp", addr)
+		if err == nil {
+			s.serveH3(udp)
+			return
 		}
-		_ = ln.Close()
-		_ = udp.Close()
-	})
-	s.h3Addr, s.pool = udp.LocalAddr().String(), devcert.Pool(cert)
+		if i == 100 {
+			s.t.Fatalf("relisten on %s: %v", s.h3Addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // trackingListener keeps every accepted connection, hijacked WebSockets
