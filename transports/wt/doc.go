@@ -42,6 +42,12 @@
 // go adds two goroutines per session (the CONNECT stream's capsule reader
 // and writer) to quic-go's per-connection ones.
 //
+// Shutdown stops accepting QUIC connections and answers 503 shutdown to
+// every request and session the open ones carry afterwards: http3 sends a
+// GOAWAY only on connections it serves itself, not on those a
+// webtransport.Server serves, so without it a client told to reconnect by
+// a drain would come back on its pooled connection to the same instance.
+//
 // Server methods and Handler.ServeHTTP are safe for concurrent use. A
 // Client's Read must be called from one goroutine; its command methods may
 // be called concurrently with Read and with each other; Close is

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/transports/h3"
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/quic-go/quic-go"
@@ -60,7 +61,8 @@ type serverKey struct{}
 // /v1/wt to a Handler and /v1/stream to an h3.Handler), with the HTTP/3
 // settings of h3.NewServer. tlsCfg needs a certificate.
 func NewServer(handler http.Handler, tlsCfg *tls.Config, cfg wire.Config) *Server {
-	s := &Server{h3: h3.NewServer(handler, tlsCfg, cfg)}
+	s := &Server{}
+	s.h3 = h3.NewServer(s.refuseWhenStopped(handler), tlsCfg, cfg)
 	s.h3.QUICConfig = QUICConfig(cfg)
 	// The Handler finds its server in the request's context.
 	s.h3.ConnContext = func(ctx context.Context, _ *quic.Conn) context.Context {
@@ -110,9 +112,26 @@ func (s *Server) SetQUICHeaders(hdr http.Header) error {
 	return nil
 }
 
-// Shutdown stops accepting connections and waits for the open ones to end
-// (a drain ends every session and stream) until ctx is done, then closes
-// what is left.
+// refuseWhenStopped answers 503 shutdown to the requests and sessions that
+// open connections carry after Shutdown: the QUIC connections a
+// webtransport.Server serves get no HTTP/3 GOAWAY from http3 (it sends
+// one only on connections it serves itself), so a client would otherwise
+// reconnect, after a drain's advice, on its pooled connection to the
+// instance that is going away.
+func (s *Server) refuseWhenStopped(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.ctx.Err() != nil {
+			wire.WriteError(w, notify.ErrShutdown)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Shutdown stops accepting connections, refuses new requests on the open
+// ones (503 shutdown), and waits for those connections to end (a drain
+// ends every session and stream) until ctx is done, then closes what is
+// left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop()
 	done := make(chan struct{})

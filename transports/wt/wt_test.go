@@ -264,3 +264,45 @@ func (h *h3Transport) close() {
 		_ = h.tr.Close()
 	}
 }
+
+// TestShutdownRefusesNewRequests: once Shutdown has begun, an open QUIC
+// connection's new requests and sessions get 503 shutdown (http3 sends no
+// GOAWAY on connections it does not serve itself), while the session
+// already open goes on until it ends.
+func TestShutdownRefusesNewRequests(t *testing.T) {
+	e := newEnv(t, wire.Config{}, func(mux *http.ServeMux) {
+		mux.HandleFunc("/other", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
+	})
+	tr := &h3Transport{tls: e.srv.tlsConfig()}
+	defer tr.close()
+	if resp := tr.get(t, "https://"+e.srv.addr+"/other"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("before Shutdown: %d", resp.StatusCode)
+	}
+	c := e.dial(wt.DialOptions{})
+	readUntil(t, c, notify.TypeSubscribed, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.srv.Shutdown(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp := tr.get(t, "https://"+e.srv.addr+"/other") // the same QUIC connection
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if err := wire.ResponseError(resp); !errors.Is(err, notify.ErrShutdown) {
+				t.Fatalf("refused with %v; want shutdown", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still served after Shutdown: %d", resp.StatusCode)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := c.Ping(context.Background(), "still"); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, c, notify.TypePong, "still")
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
