@@ -40,7 +40,11 @@
 // subscribes the initial channels, then reads commands until the stream's
 // reading side ends; ServeHTTP waits for it before it returns. webtransport-
 // go adds two goroutines per session (the CONNECT stream's capsule reader
-// and writer) to quic-go's per-connection ones.
+// and writer) and, per connection, its own stream accept loops and a
+// goroutine per open HTTP/3 unidirectional stream, to quic-go's
+// per-connection ones. Measured (BenchmarkIdleMemory, 1,000 idle sessions,
+// each on its own QUIC connection): 120 KiB and 12 goroutines per session
+// on the server, against 93 KiB and 7 for an idle duplex h3 stream.
 //
 // Shutdown stops accepting QUIC connections and answers 503 shutdown to
 // every request and session the open ones carry afterwards: http3 sends a
