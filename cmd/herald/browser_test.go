@@ -180,6 +180,13 @@ type tab struct {
 // at most three minutes.
 func startBrowser(t *testing.T, s *server) *tab {
 	t.Helper()
+	return launchBrowser(t, s, true)
+}
+
+// launchBrowser is startBrowser; with trust false, Chromium is not told to
+// trust the development certificate (nor forced to QUIC).
+func launchBrowser(t *testing.T, s *server, trust bool) *tab {
+	t.Helper()
 	exe := os.Getenv("HERALD_CHROMIUM")
 	if exe == "" {
 		for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -207,11 +214,14 @@ func startBrowser(t *testing.T, s *server) *tab {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("origin-to-force-quic-on", s.tlsAddr),
-		chromedp.Flag("ignore-certificate-errors-spki-list", devcert.SPKIHash(cert)),
 		chromedp.WindowSize(1280, 1100),
 		chromedp.CombinedOutput(out),
 	)
+	if trust {
+		opts = append(opts,
+			chromedp.Flag("origin-to-force-quic-on", s.tlsAddr),
+			chromedp.Flag("ignore-certificate-errors-spki-list", devcert.SPKIHash(cert)))
+	}
 	life, cancelLife := context.WithTimeout(context.Background(), 3*time.Minute)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(life, opts...)
 	ctx, cancelTab := chromedp.NewContext(alloc)
@@ -256,15 +266,21 @@ func (b *tab) do(t *testing.T, what string, actions ...chromedp.Action[chromedp.
 	}
 }
 
-func (b *tab) eval(t *testing.T, expr string) string {
+func (b *tab) eval(t *testing.T, expr string, opts ...chromedp.EvaluateOption) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr, opts...))
 	if err != nil {
 		b.fail(t, "evaluating "+expr, err)
 	}
 	return v
+}
+
+// evalAsync evaluates expr, a promise of a string, and waits for it.
+func (b *tab) evalAsync(t *testing.T, expr string) string {
+	t.Helper()
+	return b.eval(t, expr, chromedp.EvalAwaitPromise)
 }
 
 // waitFor waits up to 30 seconds for expr to be truthy.

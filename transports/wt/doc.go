@@ -60,7 +60,7 @@
 // # Deployment
 //
 // WebTransport needs HTTP/3 (UDP) and a certificate the browser trusts.
-// Browsers may instead trust a self-signed ECDSA certificate valid for less
-// than 14 days by its SHA-256 hash (serverCertificateHashes); see
-// docs/transports.md.
+// Browsers may instead trust a self-signed ECDSA certificate valid for at
+// most 14 days (the development certificate is one) by its SHA-256 hash
+// (serverCertificateHashes); see docs/transports.md.
 package wt
