@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"sync"
@@ -32,6 +34,7 @@ type ConnOptions struct {
 // All methods are safe for concurrent use.
 type Conn struct {
 	hub  *Hub
+	id   string // immutable; see ID
 	user string
 	wake func()        // immutable; may be nil
 	done chan struct{} // closed by closeLocked
@@ -56,7 +59,53 @@ type subscription struct {
 	last      ID          // last message ID queued for this subscription
 	removed   bool        // unsubscribed or closed; deliveries are dropped
 	lost      bool        // the broker lost messages while buffering
+
+	presence bool // made with SubscribeRequest.Presence; immutable once attached
+	// pmu orders the subscription's Join and Leave: a Close racing with
+	// Subscribe must not leave a member behind (Leave before Join). It is
+	// never taken with conn.mu or a hub lock held.
+	pmu    sync.Mutex
+	joined bool // Presence.Join called; guarded by pmu
+	left   bool // Presence.Leave called or no longer allowed; guarded by pmu
 }
+
+// newConnID returns a random connection ID: 16 bytes from crypto/rand in
+// hex, unique across instances without coordination.
+func newConnID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand's contract since Go 1.24)
+	return hex.EncodeToString(b[:])
+}
+
+// join makes s's connection a member of s's channel, unless s left already.
+func (s *subscription) join(p Presence) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if !s.left && !s.joined {
+		p.Join(s.channel, s.member())
+		s.joined = true
+	}
+}
+
+// leave removes s's connection from s's channel's members if it joined, and
+// forbids a later join. It is idempotent.
+func (s *subscription) leave(p Presence) {
+	if !s.presence {
+		return
+	}
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if s.joined && !s.left {
+		p.Leave(s.channel, s.member())
+	}
+	s.left = true
+}
+
+func (s *subscription) member() Member { return Member{User: s.conn.user, Conn: s.conn.id} }
+
+// ID returns the connection's ID, random and unique across instances: its
+// Member.Conn in presence.
+func (c *Conn) ID() string { return c.id }
 
 // User returns the user the connection was made for ("" if anonymous).
 func (c *Conn) User() string { return c.user }
@@ -113,6 +162,12 @@ type SubscribeRequest struct {
 	Since string
 	// Ref is echoed in the subscribed notice.
 	Ref string
+	// Presence makes the subscription a member of the channel (Member
+	// {User, Conn.ID}) until it ends, puts a snapshot of the members in
+	// the subscribed notice, and delivers the channel's presence
+	// envelopes. It needs HubConfig.Presence (else ErrPresenceDisabled);
+	// access control is the caller's, as for the channel.
+	Presence bool
 }
 
 // Subscribe subscribes the connection to a channel. On success it has queued
@@ -123,11 +178,28 @@ type SubscribeRequest struct {
 // position in order; then live messages, with nothing lost or repeated at the
 // seam. Access control is the caller's.
 //
+// With req.Presence the subscription joins the channel's members once it is
+// registered, the subscribed notice carries a snapshot of the members read
+// after that (Envelope.Presence: AppendPresencePage of up to
+// HubConfig.PresenceSnapshot members and the count), and the presence
+// envelopes delivered since the registration follow it with the live
+// messages, in delivery order. The snapshot and the diffs converge: a
+// member's last change before the snapshot was read is in the snapshot, and
+// every change written after the registration is delivered as a diff after
+// the notice; joins and leaves are set operations keyed by Member.Conn, so
+// a diff the snapshot already reflects changes nothing when applied again,
+// and a client that applies the diffs in order on top of the snapshot ends
+// with the channel's members (and, from each diff, its count).
+//
 // Subscribe blocks while it replays history into a full queue; the
 // connection's writer must keep draining meanwhile.
 func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 	if err := ValidateChannel(req.Channel); err != nil {
 		return err
+	}
+	h := c.hub
+	if req.Presence && h.cfg.Presence == nil {
+		return errorf(ErrPresenceDisabled, "presence is not enabled on this server (channel %q)", truncate(req.Channel))
 	}
 	var since ID
 	resume := req.Since != ""
@@ -137,14 +209,16 @@ func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 			return err
 		}
 	}
-	s := &subscription{conn: c, channel: req.Channel, buffering: true}
+	s := &subscription{conn: c, channel: req.Channel, buffering: true, presence: req.Presence}
 	if err := c.addSubscription(s); err != nil {
 		return err
 	}
-	h := c.hub
 	if err := h.attach(ctx, s); err != nil {
 		c.forget(s)
 		return err
+	}
+	if s.presence {
+		s.join(h.cfg.Presence)
 	}
 	// Registered and buffering: every message published from here on is in
 	// s.pending, and everything before is in history. A live subscription
@@ -167,15 +241,17 @@ func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 		err = h.broker.AdvanceIDs(ctx, req.Channel, since)
 		page = History{Gap: true}
 	}
-	if err != nil {
-		c.forget(s)
-		h.detach(s)
-		return err
-	}
-	if !resume {
+	if !resume && err == nil {
 		since = page.Last
 	}
-	if err := c.enqueueWait(ctx, &Envelope{Type: TypeSubscribed, Channel: req.Channel, ID: since, Ref: req.Ref}); err != nil {
+	var notice *Envelope
+	if err == nil {
+		notice, err = c.subscribedNotice(ctx, s, since, req.Ref)
+	}
+	if err == nil {
+		err = c.enqueueWait(ctx, notice)
+	}
+	if err != nil {
 		c.forget(s)
 		h.detach(s)
 		return err
@@ -191,6 +267,21 @@ func (c *Conn) Subscribe(ctx context.Context, req SubscribeRequest) error {
 	}
 	c.release(s, last)
 	return nil
+}
+
+// subscribedNotice returns the subscribed notice of s, starting after
+// since, with the presence snapshot if s asked for presence.
+func (c *Conn) subscribedNotice(ctx context.Context, s *subscription, since ID, ref string) (*Envelope, error) {
+	e := &Envelope{Type: TypeSubscribed, Channel: s.channel, ID: since, Ref: ref}
+	if !s.presence {
+		return e, nil
+	}
+	snap, err := c.hub.cfg.Presence.Members(ctx, s.channel, c.hub.cfg.PresenceSnapshot, "")
+	if err != nil {
+		return nil, err
+	}
+	e.Presence = AppendPresencePage(nil, snap)
+	return e, nil
 }
 
 // replay queues history pages from first on, returning the last ID queued.
@@ -236,7 +327,8 @@ func (c *Conn) release(s *subscription, last ID) {
 		c.q.push(&Envelope{Type: TypeGap, Channel: s.channel, Since: s.last})
 	}
 	for _, m := range s.pending {
-		if !m.ID.After(s.last) {
+		isMessage := m.Type != TypePresence // a presence envelope has no ID to order by
+		if isMessage && !m.ID.After(s.last) {
 			continue
 		}
 		if c.q.len() >= c.hub.cfg.QueueLength {
@@ -244,7 +336,9 @@ func (c *Conn) release(s *subscription, last ID) {
 			return
 		}
 		c.q.push(m)
-		s.last = m.ID
+		if isMessage {
+			s.last = m.ID
+		}
 	}
 	s.pending, s.buffering = nil, false
 	signal := wasEmpty && c.q.len() > 0
@@ -379,29 +473,31 @@ func (c *Conn) deliver(s *subscription, m *Envelope) {
 		return
 	}
 	if s.buffering {
-		if len(s.pending) >= c.hub.cfg.QueueLength {
-			c.lagLocked()
-			return
-		}
-		s.pending = append(s.pending, m)
-		c.mu.Unlock()
+		c.holdLocked(s, m)
 		return
 	}
 	if !m.ID.After(s.last) {
 		c.mu.Unlock()
 		return
 	}
-	if c.q.len() >= c.hub.cfg.QueueLength {
-		c.lagLocked()
+	s.last = m.ID
+	c.pushLocked(m)
+}
+
+// deliverPresence queues a presence envelope of s's channel, held with the
+// live messages while s resumes. It never blocks, and does not move s's
+// position.
+func (c *Conn) deliverPresence(s *subscription, p *Envelope) {
+	c.mu.Lock()
+	if s.removed {
+		c.mu.Unlock()
 		return
 	}
-	wasEmpty := c.q.len() == 0
-	c.q.push(m)
-	s.last = m.ID
-	c.mu.Unlock()
-	if wasEmpty {
-		c.signal()
+	if s.buffering {
+		c.holdLocked(s, p)
+		return
 	}
+	c.pushLocked(p)
 }
 
 // lost queues a gap notice on s: messages after s.last were lost upstream.
@@ -418,13 +514,31 @@ func (c *Conn) lost(s *subscription) {
 		c.mu.Unlock()
 		return
 	}
-	gap := &Envelope{Type: TypeGap, Channel: s.channel, Since: s.last}
+	c.pushLocked(&Envelope{Type: TypeGap, Channel: s.channel, Since: s.last})
+}
+
+// holdLocked keeps e in s's pending envelopes until its resume is done,
+// closing the connection with ErrLagged past QueueLength. Called with c.mu
+// held; it unlocks it.
+func (c *Conn) holdLocked(s *subscription, e *Envelope) {
+	if len(s.pending) >= c.hub.cfg.QueueLength {
+		c.lagLocked()
+		return
+	}
+	s.pending = append(s.pending, e)
+	c.mu.Unlock()
+}
+
+// pushLocked queues e, closing the connection with ErrLagged if the queue is
+// full, and wakes the writer if the queue was empty. Called with c.mu held;
+// it unlocks it.
+func (c *Conn) pushLocked(e *Envelope) {
 	if c.q.len() >= c.hub.cfg.QueueLength {
 		c.lagLocked()
 		return
 	}
 	wasEmpty := c.q.len() == 0
-	c.q.push(gap)
+	c.q.push(e)
 	c.mu.Unlock()
 	if wasEmpty {
 		c.signal()

@@ -33,6 +33,9 @@ type wireEnvelope struct {
 	Code    string          `json:"code"`
 	Message string          `json:"message"`
 	Delay   int64           `json:"delay"`
+	// Presence is kept raw, like data: a presence envelope's changes or a
+	// subscribed notice's snapshot, for the client to decode.
+	Presence json.RawMessage `json:"presence"`
 }
 
 // parseEnvelopeJSON is ParseEnvelope done with encoding/json: the reference
@@ -49,6 +52,9 @@ func parseEnvelopeJSON(b []byte) (*Envelope, error) {
 	e := &Envelope{Type: w.Type, Channel: w.Channel, Event: w.Event, TS: w.TS, Ref: w.Ref, Code: w.Code, Message: w.Message, Delay: w.Delay}
 	if len(w.Data) > 0 {
 		e.Data = []byte(w.Data)
+	}
+	if len(w.Presence) > 0 {
+		e.Presence = []byte(w.Presence)
 	}
 	var err error
 	if w.ID != "" {

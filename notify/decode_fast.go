@@ -13,7 +13,7 @@ import (
 // the bulk of a client's CPU time. parseEnvelopeFast decodes the envelopes
 // servers send in a single pass, with at most three allocations: the
 // Envelope, one string holding all of its strings (well-known types are
-// constants), and the copy of its data.
+// constants), and the copy of its data and presence.
 //
 // It must decode exactly as parseEnvelopeJSON does, so it handles only what
 // it can handle simply and gives up (ok == false; ParseEnvelope then decodes
@@ -36,8 +36,9 @@ import (
 //     value of another type (a type error).
 //   - ts and delay: JSON integers within int64; fractions, exponents and
 //     overflows are given up on.
-//   - data is json.RawMessage: the exact bytes of any valid value, "null"
-//     included (a RawMessage receives null as its raw bytes), copied.
+//   - data and presence are json.RawMessage: the exact bytes of any valid
+//     value, "null" included (a RawMessage receives null as its raw
+//     bytes), copied (both into one allocation).
 //
 // Then, as parseEnvelopeJSON does, an envelope without a type is an error,
 // and non-empty id and since must parse as IDs (parseIDBytes accepts exactly
@@ -62,9 +63,9 @@ func parseEnvelopeFast(b []byte) (*Envelope, bool) {
 	// The last value seen for each field: the contents of strings, the raw
 	// bytes of data.
 	var (
-		typ, channel, id, event, data, since, ref, code, message span
-		ts, delay                                                int64
-		ok                                                       bool
+		typ, channel, id, event, data, since, ref, code, message, presence span
+		ts, delay                                                          int64
+		ok                                                                 bool
 	)
 
 	i := skipSpace(b, 0)
@@ -115,6 +116,10 @@ func parseEnvelopeFast(b []byte) (*Envelope, bool) {
 			i, ok = stringValue(b, i, &message)
 		case "delay":
 			i, ok = intValue(b, i, &delay)
+		case "presence":
+			presence.start = i
+			i, ok = skipValue(b, i, 1)
+			presence.end = i
 		default:
 			if foldsToField(key) {
 				return nil, false // encoding/json would set the field
@@ -181,10 +186,17 @@ func parseEnvelopeFast(b []byte) (*Envelope, bool) {
 		typeName = cut[0]
 	}
 
-	var dataCopy []byte
-	if data.len() > 0 {
-		dataCopy = make([]byte, data.len())
-		copy(dataCopy, b[data.start:data.end])
+	var dataCopy, presenceCopy []byte
+	if n := data.len() + presence.len(); n > 0 {
+		raw := make([]byte, n)
+		copy(raw, b[data.start:data.end])
+		copy(raw[data.len():], b[presence.start:presence.end])
+		if data.len() > 0 {
+			dataCopy = raw[:data.len():data.len()]
+		}
+		if presence.len() > 0 {
+			presenceCopy = raw[data.len():]
+		}
 	}
 	e := &Envelope{
 		Type:    typeName,
@@ -198,6 +210,8 @@ func parseEnvelopeFast(b []byte) (*Envelope, bool) {
 		Code:    cut[4],
 		Message: cut[5],
 		Delay:   delay,
+
+		Presence: presenceCopy,
 	}
 	return e, true
 }
@@ -226,12 +240,14 @@ func wellKnownType(t []byte) string {
 		return TypeRefreshed
 	case TypeExpiring:
 		return TypeExpiring
+	case TypePresence:
+		return TypePresence
 	}
 	return ""
 }
 
 // envelopeKeys are the JSON names of wireEnvelope's fields.
-var envelopeKeys = [...]string{"type", "channel", "id", "event", "data", "ts", "since", "ref", "code", "message", "delay"}
+var envelopeKeys = [...]string{"type", "channel", "id", "event", "data", "ts", "since", "ref", "code", "message", "delay", "presence"}
 
 // foldsToField reports whether encoding/json matches the ASCII key to a
 // field of wireEnvelope case-insensitively.

@@ -29,6 +29,9 @@ func sentEnvelopes() []*Envelope {
 		{Type: TypePong},
 		{Type: TypeReconnect, Code: "shutdown", Delay: 1500},
 		{Type: "future-type", Channel: "c", TS: -1, Delay: -9223372036854775808},
+		NewPresence(PresenceDiff{Channel: "room.1", Count: 2, Joins: []Member{{User: "42", Conn: "c1"}}, Leaves: []Member{{User: "q\"x", Conn: "c0"}}}),
+		{Type: TypeSubscribed, Channel: "room.1", ID: ID{Ms: 9}, Presence: AppendPresencePage(nil, PresencePage{Count: 1, Members: []Member{{User: "7", Conn: "c"}}, Next: "n"})},
+		{Type: "future-type", Data: []byte(`[1]`), Presence: []byte(`{"count":0}`)},
 	}
 }
 
@@ -54,6 +57,9 @@ var trickyEnvelopes = []string{
 	`{"type":"pong","id":"1-1","id":null,"since":"1-1","since":null,"ref":"r","ref":null,"data":1,"data":null,"delay":1,"delay":null}`,
 	`{"type":"pong","id":"1-1","id":""}`,
 	`{"type":"pong","data":{"a":1},"data":[2]}`,
+	`{"type":"presence","presence":{"count":1},"presence":null}`,
+	`{"type":"presence","Presence":{"count":1}}`,
+	`{"type":"presence","presence":[1,{"a":"\u00e9"}],"data":"x"}`,
 	`{"type":"pong","ts":1,"ts":2}`,
 	// null
 	`{"type":"pong","channel":"c","channel":null}`,
@@ -299,8 +305,8 @@ func checkParseEnvelope(t *testing.T, b []byte) {
 	for i := range in {
 		in[i] = '#'
 	}
-	if !bytes.Equal(got.Data, want.Data) {
-		t.Fatalf("%q: the envelope's data shares the input's memory", b)
+	if !bytes.Equal(got.Data, want.Data) || !bytes.Equal(got.Presence, want.Presence) {
+		t.Fatalf("%q: the envelope's data or presence shares the input's memory", b)
 	}
 }
 
@@ -324,6 +330,9 @@ func envelopeDiff(got, want *Envelope) string {
 	field("Delay", got.Delay, want.Delay)
 	if !bytes.Equal(got.Data, want.Data) || (got.Data == nil) != (want.Data == nil) {
 		d = append(d, fmt.Sprintf("Data %q (nil: %t), want %q (nil: %t)", got.Data, got.Data == nil, want.Data, want.Data == nil))
+	}
+	if !bytes.Equal(got.Presence, want.Presence) || (got.Presence == nil) != (want.Presence == nil) {
+		d = append(d, fmt.Sprintf("Presence %q (nil: %t), want %q (nil: %t)", got.Presence, got.Presence == nil, want.Presence, want.Presence == nil))
 	}
 	if got.raw != nil {
 		d = append(d, "raw set")

@@ -47,6 +47,11 @@
 //     goroutine to clean up after a lagging connection. Hub.Close closes every
 //     connection and drops every broker subscription; the broker is the
 //     caller's to close.
+//   - Presence (HubConfig.Presence) is called from the goroutines of
+//     Subscribe, Unsubscribe and Close, never with a hub or connection lock
+//     held; presence envelopes come back through the hub's Sink like
+//     messages, reach only subscriptions made with Presence, and move no
+//     position. Per subscription, Join precedes Leave, each once.
 //   - Envelopes made by NewMessage are shared between connections and must
 //     not be modified.
 package notify

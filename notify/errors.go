@@ -38,6 +38,7 @@ var (
 	ErrTooLarge           = &Error{Code: "too_large", Message: "message too large"}
 	ErrInvalidPosition    = &Error{Code: "invalid_position", Message: "invalid position"}
 	ErrUnknownPosition    = &Error{Code: "unknown_position", Message: "position is after the channel's last message"}
+	ErrInvalidCursor      = &Error{Code: "invalid_cursor", Message: "invalid presence cursor"}
 	ErrAlreadySubscribed  = &Error{Code: "already_subscribed", Message: "already subscribed to the channel"}
 	ErrNotSubscribed      = &Error{Code: "not_subscribed", Message: "not subscribed to the channel"}
 	ErrTooManyChannels    = &Error{Code: "too_many_channels", Message: "too many channels on this connection"}
@@ -52,6 +53,7 @@ var (
 	ErrInvalidCommand     = &Error{Code: "invalid_command", Message: "malformed command"}
 	ErrRateLimited        = &Error{Code: "rate_limited", Message: "too many requests"}
 	ErrTokenExpired       = &Error{Code: "token_expired", Message: "the connection's token expired and was not refreshed; reconnect with a new token"}
+	ErrPresenceDisabled   = &Error{Code: "presence_disabled", Message: "presence is not enabled on this server"}
 )
 
 // Errorf returns an error of kind's code with a specific message, for

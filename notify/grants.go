@@ -6,14 +6,17 @@ import (
 )
 
 // Grants are what an authenticated client may do: its user (whose personal
-// channel "user:<id>" it may always subscribe to) and the channels it may
-// subscribe and publish to. Each entry is an exact channel name, or a prefix
+// channel "user:<id>" it may always subscribe to), the channels it may
+// subscribe and publish to, and the channels whose presence it takes part
+// in and sees (its subscriptions to them join the members and receive their
+// presence envelopes; it may read their members). Each entry is an exact channel name, or a prefix
 // when it ends in "." or "*" ("dash." allows "dash.sales"; "room*" allows
 // "room1" and "room.2"; "*" alone allows every channel).
 type Grants struct {
 	User      string
 	Subscribe []string
 	Publish   []string
+	Presence  []string
 	// Expires is when the credentials expire (a token's exp); zero means
 	// never. A connection made with them ends after it unless refreshed.
 	Expires time.Time
@@ -29,6 +32,19 @@ func (g *Grants) CanSubscribe(channel string) bool {
 
 // CanPublish reports whether the grants allow publishing to channel.
 func (g *Grants) CanPublish(channel string) bool { return matchAny(g.Publish, channel) }
+
+// CanPresence reports whether the grants allow presence on channel. Unlike
+// subscribing, the user's own channel needs a grant too.
+func (g *Grants) CanPresence(channel string) bool { return matchAny(g.Presence, channel) }
+
+// CheckPresence returns ErrForbidden unless the grants allow presence on
+// channel.
+func (g *Grants) CheckPresence(channel string) error {
+	if g.CanPresence(channel) {
+		return nil
+	}
+	return errorf(ErrForbidden, "not allowed to see the presence of channel %q", truncate(channel))
+}
 
 // CheckSubscribe returns ErrForbidden unless the grants allow subscribing to
 // channel. Another user's personal channel is never allowed by a prefix.

@@ -29,6 +29,15 @@ type HubConfig struct {
 	// SubscribeTimeout bounds the broker subscription made for a channel's
 	// first local subscriber. Default 10s.
 	SubscribeTimeout time.Duration
+	// Presence, if set, keeps the channels' members: subscriptions made
+	// with SubscribeRequest.Presence join it and receive its presence
+	// envelopes. Nil means presence is off: such a subscription fails with
+	// ErrPresenceDisabled.
+	Presence Presence
+	// PresenceSnapshot is how many members a subscribed notice's presence
+	// snapshot lists at most (the count is always exact). Default 100; at
+	// most MaxPresencePage.
+	PresenceSnapshot int
 	// Logger receives broker unsubscribe failures; nil means silent.
 	Logger *slog.Logger
 }
@@ -54,6 +63,10 @@ func (cfg *HubConfig) setDefaults() {
 	if cfg.SubscribeTimeout <= 0 {
 		cfg.SubscribeTimeout = 10 * time.Second
 	}
+	if cfg.PresenceSnapshot <= 0 {
+		cfg.PresenceSnapshot = 100
+	}
+	cfg.PresenceSnapshot = min(cfg.PresenceSnapshot, MaxPresencePage)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -147,6 +160,10 @@ func NewHub(broker Broker, cfg HubConfig) *Hub {
 // Broker returns the hub's broker, through which messages are published.
 func (h *Hub) Broker() Broker { return h.broker }
 
+// Presence returns the hub's presence (HubConfig.Presence), nil when
+// presence is off.
+func (h *Hub) Presence() Presence { return h.cfg.Presence }
+
 // Connect registers a connection of user ("" for an anonymous connection).
 // It does not subscribe the user's personal channel: the transport does, with
 // the client's resume position. It fails with ErrTooManyConnections past
@@ -157,7 +174,7 @@ func (h *Hub) Connect(user string, opts ConnOptions) (*Conn, error) {
 			return nil, err
 		}
 	}
-	c := &Conn{hub: h, user: user, wake: opts.Wake, done: make(chan struct{})}
+	c := &Conn{hub: h, id: newConnID(), user: user, wake: opts.Wake, done: make(chan struct{})}
 	us := &h.users[shardIndex(user, userShards)]
 	us.mu.Lock()
 	defer us.mu.Unlock()
@@ -315,9 +332,15 @@ func (h *Hub) attach(ctx context.Context, s *subscription) error {
 	}
 }
 
-// detach removes s from its channel; the channel's broker subscription goes
-// after Linger if no local subscriber remains.
+// detach removes s from its channel, and from the channel's members if it
+// joined them; the channel's broker subscription goes after Linger if no
+// local subscriber remains.
 func (h *Hub) detach(s *subscription) {
+	h.remove(s)
+	s.leave(h.cfg.Presence) // outside the shard lock: Leave may take the presence's locks
+}
+
+func (h *Hub) remove(s *subscription) {
 	sh := h.channelShard(s.channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -432,11 +455,24 @@ func (h *Hub) dispatch(m *Envelope) {
 	h.stats.delivered.Add(uint64(n))
 }
 
+// dispatchPresence queues a presence envelope on the local subscribers of
+// its channel that asked for presence. Like dispatch, it never blocks.
+func (h *Hub) dispatchPresence(p *Envelope) {
+	cs := h.channelState(p.Channel)
+	if cs == nil {
+		return
+	}
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	for _, s := range cs.subs {
+		if s.presence {
+			s.conn.deliverPresence(s, p)
+		}
+	}
+}
+
 func (h *Hub) lost(channel string) {
-	sh := h.channelShard(channel)
-	sh.mu.RLock()
-	cs := sh.channels[channel]
-	sh.mu.RUnlock()
+	cs := h.channelState(channel)
 	if cs == nil {
 		return
 	}
@@ -445,6 +481,14 @@ func (h *Hub) lost(channel string) {
 	for _, s := range cs.subs {
 		s.conn.lost(s)
 	}
+}
+
+// channelState returns the state of channel, nil if it has none.
+func (h *Hub) channelState(channel string) *channelState {
+	sh := h.channelShard(channel)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.channels[channel]
 }
 
 func (cs *channelState) addLocked(s *subscription) {
@@ -492,5 +536,14 @@ func shardIndex(s string, n int) int {
 // hubSink is the hub as the broker sees it.
 type hubSink struct{ h *Hub }
 
-func (s *hubSink) Deliver(m *Envelope) { s.h.dispatch(m) }
+// Deliver routes m: presence envelopes (which carry no ID and move no
+// position) go to the presence subscribers only; messages take the
+// dispatch path untouched.
+func (s *hubSink) Deliver(m *Envelope) {
+	if m.Type == TypePresence {
+		s.h.dispatchPresence(m)
+		return
+	}
+	s.h.dispatch(m)
+}
 func (s *hubSink) Lost(channel string) { s.h.lost(channel) }

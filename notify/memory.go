@@ -17,6 +17,9 @@ type MemoryConfig struct {
 	HistoryTTL time.Duration
 	// MaxPayload bounds a message's data. Default DefaultMaxPayload.
 	MaxPayload int
+	// Presence: Interval batches each channel's joins and leaves; Lease
+	// is unused (an instance cannot die apart from its broker here).
+	Presence PresenceConfig
 
 	now func() time.Time // for tests
 }
@@ -34,9 +37,14 @@ type MemoryBroker struct {
 	done chan struct{}
 }
 
-var _ Broker = (*MemoryBroker)(nil)
+var (
+	_ Broker   = (*MemoryBroker)(nil)
+	_ Presence = (*MemoryBroker)(nil)
+)
 
 type memChannel struct {
+	name string
+
 	mu         sync.Mutex
 	ring       []*Envelope // retained messages, oldest at ring[start]; guarded by mu
 	start      int         // guarded by mu
@@ -44,6 +52,7 @@ type memChannel struct {
 	maxDeleted ID          // highest ID evicted from ring; guarded by mu
 	sinks      []Sink      // guarded by mu
 	touched    time.Time   // last publish; guarded by mu
+	presence   PresenceSet // guarded by mu; see memory_presence.go
 }
 
 // NewMemoryBroker returns a MemoryBroker. Close stops its expiry sweeper.
@@ -57,6 +66,7 @@ func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
+	cfg.Presence = cfg.Presence.WithDefaults()
 	b := &MemoryBroker{cfg: cfg, channels: make(map[string]*memChannel), stop: make(chan struct{}), done: make(chan struct{})}
 	go b.sweepLoop()
 	return b
@@ -218,7 +228,7 @@ func (b *MemoryBroker) channel(name string, create bool) *memChannel {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if c = b.channels[name]; c == nil {
-		c = &memChannel{touched: b.cfg.now()}
+		c = &memChannel{name: name, touched: b.cfg.now()}
 		b.channels[name] = c
 	}
 	return c
@@ -240,7 +250,8 @@ func (b *MemoryBroker) sweepLoop() {
 }
 
 // sweep expires the history of channels without a publish for HistoryTTL,
-// as a Redis stream key expires, and forgets those no sink listens to.
+// as a Redis stream key expires, and forgets those no sink listens to and
+// nobody is present in.
 func (b *MemoryBroker) sweep() {
 	now := b.cfg.now()
 	b.mu.Lock()
@@ -249,7 +260,7 @@ func (b *MemoryBroker) sweep() {
 		c.mu.Lock()
 		if now.Sub(c.touched) >= b.cfg.HistoryTTL {
 			c.ring, c.start, c.last, c.maxDeleted = nil, 0, ID{}, ID{}
-			if len(c.sinks) == 0 {
+			if len(c.sinks) == 0 && c.presence.Len() == 0 && !c.presence.Pending() {
 				delete(b.channels, name)
 			}
 		}

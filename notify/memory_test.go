@@ -17,3 +17,13 @@ func memoryBackend(t *testing.T, opts brokertest.Options) func() notify.Broker {
 func TestMemoryBrokerConformance(t *testing.T) {
 	brokertest.Run(t, memoryBackend)
 }
+
+func memoryPresenceBackend(t *testing.T, cfg notify.PresenceConfig) func() brokertest.PresenceBroker {
+	b := notify.NewMemoryBroker(notify.MemoryConfig{Presence: cfg})
+	t.Cleanup(func() { _ = b.Close() })
+	return func() brokertest.PresenceBroker { return b }
+}
+
+func TestMemoryBrokerPresence(t *testing.T) {
+	brokertest.RunPresence(t, memoryPresenceBackend)
+}

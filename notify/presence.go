@@ -41,8 +41,37 @@ type PresencePage struct {
 	Next    string   `json:"next,omitempty"`
 }
 
-// MaxPresencePage bounds PresencePage's members per call.
+// MaxPresencePage bounds PresencePage's members per call: a larger limit
+// is clamped to it (and a negative one to 0), as a page is a hint of size,
+// not a promise; the caller follows Next.
 const MaxPresencePage = 1000
+
+// PresenceLimit returns limit clamped to [0, MaxPresencePage], as
+// Presence.Members applies it.
+func PresenceLimit(limit int) int { return min(max(limit, 0), MaxPresencePage) }
+
+// ValidateMember reports why m cannot be present, or nil: Conn must be
+// non-empty, at most MaxConnIDLen bytes, without control characters or
+// spaces (brokers store it, and the user, in one delimited string), and
+// User empty (an anonymous connection) or a valid user ID. Join and Leave
+// ignore a member that fails it; the hub makes valid ones.
+func ValidateMember(m Member) error {
+	if m.Conn == "" || len(m.Conn) > MaxConnIDLen {
+		return errorf(ErrInvalidCommand, "presence member's connection ID is empty or over %d bytes", MaxConnIDLen)
+	}
+	for i := 0; i < len(m.Conn); i++ {
+		if m.Conn[i] <= ' ' || m.Conn[i] == 0x7f {
+			return errorf(ErrInvalidCommand, "presence member's connection ID %q has a control character or space at byte %d", truncate(m.Conn), i)
+		}
+	}
+	if m.User == "" {
+		return nil
+	}
+	return ValidateUser(m.User)
+}
+
+// MaxConnIDLen bounds a Member's Conn.
+const MaxConnIDLen = 64
 
 // Presence keeps which connections are present in which channels, across
 // instances, and tells each instance's subscribers what changed.
@@ -50,10 +79,14 @@ const MaxPresencePage = 1000
 // Join and Leave never block on the network: a Presence batches the changes
 // of each channel and writes them together (at most every
 // PresenceConfig.Interval), then delivers one presence envelope per batch
-// (NewPresence) to every sink subscribed to the channel, on every
+// (NewPresence; several for a batch of more than MaxPresenceDiff changes,
+// see SplitPresence) to every sink subscribed to the channel, on every
 // instance, through Sink.Deliver — the same path as messages. Changes of
 // one member are applied in call order; a Join followed by a Leave in the
 // same batch may cancel out.
+//
+// Join and Leave ignore an invalid channel name or member (ValidateMember):
+// the hub validates both before.
 //
 // An instance that dies without calling Leave (kill -9, a lost network)
 // keeps its members only until their lease expires: Presence implementations
@@ -63,8 +96,11 @@ type Presence interface {
 	Join(channel string, m Member)
 	Leave(channel string, m Member)
 	// Members returns up to limit members of channel (limit 0: only the
-	// count; at most MaxPresencePage) from cursor ("" for the first
-	// page). Count costs O(1) whatever the channel's size.
+	// count; clamped to [0, MaxPresencePage]) from cursor ("" for the
+	// first page). Count costs O(1) whatever the channel's size. A
+	// channel nobody joined has count 0. An invalid channel name is an
+	// ErrInvalidChannel error, a cursor no page returned an
+	// ErrInvalidCursor error.
 	Members(ctx context.Context, channel string, limit int, cursor string) (PresencePage, error)
 }
 
@@ -128,4 +164,34 @@ func appendMembers(b []byte, ms []Member) []byte {
 		b = append(b, '}')
 	}
 	return append(b, ']')
+}
+
+// MaxPresenceDiff bounds the changes one presence envelope carries: a
+// larger batch (a mass join, the members of a dead instance expiring) is
+// announced in several envelopes, in order, each with the count after its
+// own changes, so that no envelope grows past what a client reads at once.
+const MaxPresenceDiff = 1000
+
+// SplitPresence splits d into diffs of at most MaxPresenceDiff changes,
+// leaves before joins (a connection that joined again as another user
+// leaves first), each with the count after its own changes: d.Count after
+// the last. A diff within the bound is returned as is.
+func SplitPresence(d PresenceDiff) []PresenceDiff {
+	if len(d.Joins)+len(d.Leaves) <= MaxPresenceDiff {
+		return []PresenceDiff{d}
+	}
+	var out []PresenceDiff
+	count := d.Count - len(d.Joins) + len(d.Leaves)
+	leaves, joins := d.Leaves, d.Joins
+	for len(leaves)+len(joins) > 0 {
+		c := PresenceDiff{Channel: d.Channel}
+		n := min(len(leaves), MaxPresenceDiff)
+		c.Leaves, leaves = leaves[:n:n], leaves[n:]
+		m := min(len(joins), MaxPresenceDiff-n)
+		c.Joins, joins = joins[:m:m], joins[m:]
+		count += m - n
+		c.Count = count
+		out = append(out, c)
+	}
+	return out
 }

@@ -77,7 +77,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // token handles POST /v1/token (API key only):
 //
-//	{"user":"42","channels":["news","dash."],"publish":["room."],"ttl":"60s"}
+//	{"user":"42","channels":["news","dash."],"publish":["room."],"presence":["room."],"ttl":"60s"}
 //	→ {"token":"…","expires_at":"2026-…Z"}
 func (a *api) token(w http.ResponseWriter, r *http.Request) {
 	if !a.auth.CheckAPIKey(wire.Token(r)) {
@@ -88,6 +88,7 @@ func (a *api) token(w http.ResponseWriter, r *http.Request) {
 		User     string   `json:"user"`
 		Channels []string `json:"channels"`
 		Publish  []string `json:"publish"`
+		Presence []string `json:"presence"`
 		TTL      string   `json:"ttl"`
 	}
 	if err := readJSON(r, 64<<10, &req); err != nil {
@@ -102,7 +103,7 @@ func (a *api) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	tok, exp, err := a.auth.Mint(auth.TokenRequest{User: req.User, Channels: req.Channels, Publish: req.Publish, TTL: ttl})
+	tok, exp, err := a.auth.Mint(auth.TokenRequest{User: req.User, Channels: req.Channels, Publish: req.Publish, Presence: req.Presence, TTL: ttl})
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -295,4 +296,52 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		last = h.Last.String()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs, "gap": h.Gap, "last": last})
+}
+
+// presence handles GET /v1/presence?channel=…&limit=…&cursor=… (API key, or
+// a token allowed presence on the channel): a page of the channel's
+// members, and their count.
+//
+//	→ {"count":3,"members":[{"user":"42","conn":"…"},…],"next":"…"}
+//
+// limit is 0 (the count only) to notify.MaxPresencePage, default 100; next,
+// absent on the last page, is the cursor of the next page.
+func (a *api) presence(w http.ResponseWriter, r *http.Request) {
+	c, err := a.authenticate(r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	q := r.URL.Query()
+	channel := q.Get("channel")
+	if err := notify.ValidateChannel(channel); err != nil {
+		a.fail(w, err)
+		return
+	}
+	if !c.apiKey {
+		if err := c.grants.CheckPresence(channel); err != nil {
+			a.fail(w, err)
+			return
+		}
+	}
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 0 || limit > notify.MaxPresencePage {
+			a.fail(w, notify.Errorf(notify.ErrInvalidCommand, "limit must be 0 to %d", notify.MaxPresencePage))
+			return
+		}
+	}
+	p := a.hub.Presence()
+	if p == nil {
+		a.fail(w, notify.ErrPresenceDisabled)
+		return
+	}
+	page, err := p.Members(r.Context(), channel, limit, q.Get("cursor"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(append(notify.AppendPresencePage(nil, page), '\n'))
 }

@@ -128,13 +128,15 @@ would.
 Examples:
   herald token --api-key "$HERALD_API_KEY" --user 42 --channels news,dash. --ttl 10m
   herald token --secret "$HERALD_SECRET" --user 42 --publish room.
+  herald token --api-key "$HERALD_API_KEY" --user 42 --channels room. --presence room.
 `)
 	var c clientFlags
 	c.register(fs)
 	user := fs.String("user", "", "the user the token is for (required)")
-	var channels, publish listFlag
+	var channels, publish, presence listFlag
 	fs.Var(&channels, "channels", "channels it may subscribe to (names, or prefixes ending in . or *)")
 	fs.Var(&publish, "publish", "channels it may publish to")
+	fs.Var(&presence, "presence", "channels whose presence it joins and sees")
 	ttl := fs.Duration("ttl", 10*time.Minute, "lifetime")
 	secret := fs.String("secret", "", "sign locally with this secret instead of asking a server")
 	if err := parse(fs, args); err != nil {
@@ -148,7 +150,7 @@ Examples:
 		if err != nil {
 			return err
 		}
-		tok, _, err := a.Mint(auth.TokenRequest{User: *user, Channels: channels, Publish: publish, TTL: *ttl})
+		tok, _, err := a.Mint(auth.TokenRequest{User: *user, Channels: channels, Publish: publish, Presence: presence, TTL: *ttl})
 		if err != nil {
 			return err
 		}
@@ -159,7 +161,7 @@ Examples:
 		return errors.New("token: give --api-key (ask a server) or --secret (sign locally)")
 	}
 	var out struct{ Token string }
-	err := c.post("/v1/token", c.apiKey, map[string]any{"user": *user, "channels": channels, "publish": publish, "ttl": ttl.String()}, &out)
+	err := c.post("/v1/token", c.apiKey, map[string]any{"user": *user, "channels": channels, "publish": publish, "presence": presence, "ttl": ttl.String()}, &out)
 	if err != nil {
 		return err
 	}

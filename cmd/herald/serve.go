@@ -11,8 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/notify/auth"
 	"github.com/heraldhq/herald/transports/h3"
+	"github.com/heraldhq/herald/transports/wire"
 )
 
 type serveConfig struct {
@@ -41,6 +43,9 @@ type serveConfig struct {
 	writeTimeout      time.Duration
 	drainTimeout      time.Duration
 	canaryEvery       time.Duration
+	presenceInterval  time.Duration
+	presenceLease     time.Duration
+	presenceSnapshot  int
 	canaryTimeout     time.Duration
 	logFormat         string
 	logLevel          string
@@ -107,11 +112,14 @@ Flags:
 	fs.IntVar(&c.publishBurst, "publish-burst", 200, "publish burst per token or API key")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed to send a request's headers")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 25*time.Second, "idle-connection heartbeat interval")
-	fs.DurationVar(&c.tokenRefreshGrace, "token-refresh-grace", 5*time.Second, "a connection is told its token is expiring this long before expiry and closed (token_expired) this long after it unless refreshed")
+	fs.DurationVar(&c.tokenRefreshGrace, "token-refresh-grace", wire.DefaultTokenRefreshGrace, "a connection is told its token is expiring this long before expiry and closed (token_expired) this long after it unless refreshed")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "a client that does not take a write in this time is disconnected")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for connections to drain")
 	fs.DurationVar(&c.canaryEvery, "pubsub-canary-interval", 2*time.Second, "Redis: how often a canary is published to each of this instance's Pub/Sub connections; 0 disables it")
 	fs.DurationVar(&c.canaryTimeout, "pubsub-canary-timeout", 10*time.Second, "Redis: /readyz answers 503 when a Pub/Sub connection's canary has not come back for this long")
+	fs.DurationVar(&c.presenceInterval, "presence-interval", 200*time.Millisecond, "presence: how long each channel's joins and leaves are batched before they are written and announced")
+	fs.DurationVar(&c.presenceLease, "presence-lease", 15*time.Second, "presence on Redis: the members of an instance that died (kill -9) leave within this plus --presence-interval; renewed every third of it")
+	fs.IntVar(&c.presenceSnapshot, "presence-snapshot", 100, "presence: members listed in a subscribed notice's snapshot (the count is always exact), at most 1000")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "private listen address for /metrics and /debug/pprof/ (e.g. 127.0.0.1:6060); when set, /metrics leaves the public listener")
@@ -135,6 +143,8 @@ func (c *serveConfig) validate() error {
 		"--handshake-timeout": c.handshakeTimeout > 0, "--heartbeat": c.heartbeat > 0,
 		"--write-timeout": c.writeTimeout > 0, "--drain-timeout": c.drainTimeout > 0,
 		"--token-refresh-grace": c.tokenRefreshGrace > 0,
+		"--presence-interval":   c.presenceInterval > 0, "--presence-lease": c.presenceLease > 0,
+		"--presence-snapshot": c.presenceSnapshot > 0,
 	}
 	for name, ok := range positive {
 		if !ok {
@@ -148,6 +158,12 @@ func (c *serveConfig) validate() error {
 		errs = append(errs, errors.New("--pubsub-canary-interval must not be negative (0 disables the canary)"))
 	} else if c.canaryEvery > 0 && c.canaryTimeout <= c.canaryEvery {
 		errs = append(errs, fmt.Errorf("--pubsub-canary-timeout (%v) must be longer than --pubsub-canary-interval (%v)", c.canaryTimeout, c.canaryEvery))
+	}
+	if c.presenceInterval > 0 && c.presenceLease > 0 && c.presenceLease < 3*c.presenceInterval {
+		errs = append(errs, fmt.Errorf("--presence-lease (%v) must be at least 3 × --presence-interval (%v): leases are renewed every third of it", c.presenceLease, c.presenceInterval))
+	}
+	if c.presenceSnapshot > notify.MaxPresencePage {
+		errs = append(errs, fmt.Errorf("--presence-snapshot must be at most %d", notify.MaxPresencePage))
 	}
 	if c.publishRate < 0 {
 		errs = append(errs, errors.New("--publish-rate must not be negative"))
@@ -167,6 +183,11 @@ func (c *serveConfig) validate() error {
 		errs = append(errs, errors.New("--max-conns-per-user must not be 0 (negative means unlimited)"))
 	}
 	return errors.Join(errs...)
+}
+
+// presence is the brokers' presence configuration.
+func (c *serveConfig) presence() notify.PresenceConfig {
+	return notify.PresenceConfig{Interval: c.presenceInterval, Lease: c.presenceLease}
 }
 
 // canaryInterval is the broker's CanaryInterval: negative disables.

@@ -39,15 +39,18 @@ import (
 
 // server is one running Herald instance.
 type server struct {
-	cfg     *serveConfig
-	log     *slog.Logger
-	broker  notify.Broker
-	fanout  fanoutChecker // nil for the memory broker
-	hub     *notify.Hub
-	auth    *auth.Authenticator
-	wire    wire.Config
-	metrics *metrics
-	closer  []func() // run in reverse order when the server stops
+	cfg    *serveConfig
+	log    *slog.Logger
+	broker notify.Broker
+	fanout fanoutChecker // nil for the memory broker
+	// presence is the broker's own presence (both brokers have one), not
+	// wrapped by the counting decorator.
+	presence notify.Presence
+	hub      *notify.Hub
+	auth     *auth.Authenticator
+	wire     wire.Config
+	metrics  *metrics
+	closer   []func() // run in reverse order when the server stops
 
 	plain, secure *http.Server
 	quic          *wt.Server // HTTP/3 and WebTransport on the UDP side of the TLS port
@@ -79,17 +82,17 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 		s.closer = append(s.closer, func() { _ = rdb.Close() })
 		b, err := redisbroker.New(redisbroker.Config{
 			Client: rdb, HistorySize: int64(cfg.historySize), HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize, Logger: log,
-			CanaryInterval: cfg.canaryInterval(), CanaryTimeout: cfg.canaryTimeout,
+			CanaryInterval: cfg.canaryInterval(), CanaryTimeout: cfg.canaryTimeout, Presence: cfg.presence(),
 		})
 		if err != nil {
 			s.close()
 			return nil, err
 		}
-		s.broker, s.fanout = b, b
+		s.broker, s.fanout, s.presence = b, b, b
 		s.closer = append(s.closer, func() { _ = b.Close() })
 	} else {
-		b := notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: cfg.historySize, HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize})
-		s.broker = b
+		b := notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: cfg.historySize, HistoryTTL: cfg.historyTTL, MaxPayload: cfg.maxMessageSize, Presence: cfg.presence()})
+		s.broker, s.presence = b, b
 		s.closer = append(s.closer, func() { _ = b.Close() })
 	}
 	// The hub and the API publish through the counting decorator; the
@@ -98,6 +101,7 @@ func newServer(cfg *serveConfig, log *slog.Logger) (*server, error) {
 	s.broker = countingBroker{Broker: s.broker, m: s.metrics}
 	s.hub = notify.NewHub(s.broker, notify.HubConfig{
 		QueueLength: cfg.queueLength, MaxChannels: cfg.maxChannels, MaxConnsPerUser: cfg.maxConnsPerUser, Logger: log,
+		Presence: s.presence, PresenceSnapshot: cfg.presenceSnapshot,
 	})
 
 	authCfg, err := s.authConfig(rdb)
@@ -237,6 +241,7 @@ func (s *server) routes(a *api) *http.ServeMux {
 	mux.HandleFunc("POST /v1/token", a.token)
 	mux.HandleFunc("POST /v1/publish", a.publish)
 	mux.HandleFunc("GET /v1/history", a.history)
+	mux.HandleFunc("GET /v1/presence", a.presence)
 	if s.devMode {
 		mux.HandleFunc("POST /v1/demo/token", a.demoToken)
 	}

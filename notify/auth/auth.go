@@ -33,6 +33,9 @@ type Claims struct {
 	Channels []string `json:"channels,omitempty"`
 	// Publish lists the channels the holder may publish to, likewise.
 	Publish []string `json:"publish,omitempty"`
+	// Presence lists the channels whose presence the holder takes part
+	// in and sees, likewise (notify.Grants.Presence).
+	Presence []string `json:"presence,omitempty"`
 }
 
 // Replay records single-use token IDs until their expiry. Use reports
@@ -147,6 +150,7 @@ type TokenRequest struct {
 	User     string
 	Channels []string
 	Publish  []string
+	Presence []string
 	TTL      time.Duration // zero: DefaultTTL
 }
 
@@ -155,10 +159,8 @@ func (a *Authenticator) Mint(req TokenRequest) (string, time.Time, error) {
 	if err := notify.ValidateUser(req.User); err != nil {
 		return "", time.Time{}, err
 	}
-	for _, g := range append(slices.Clone(req.Channels), req.Publish...) {
-		if err := notify.ValidateGrant(g); err != nil {
-			return "", time.Time{}, err
-		}
+	if err := validateGrants(req.Channels, req.Publish, req.Presence); err != nil {
+		return "", time.Time{}, err
 	}
 	ttl := req.TTL
 	if ttl == 0 {
@@ -180,6 +182,7 @@ func (a *Authenticator) Mint(req TokenRequest) (string, time.Time, error) {
 		},
 		Channels: req.Channels,
 		Publish:  req.Publish,
+		Presence: req.Presence,
 	}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.cfg.Secret)
 	if err != nil {
@@ -207,10 +210,8 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (*notify.Grant
 	if err := notify.ValidateUser(c.Subject); err != nil {
 		return nil, notify.Errorf(notify.ErrUnauthorized, "invalid token: bad subject: %v", err)
 	}
-	for _, g := range append(slices.Clone(c.Channels), c.Publish...) {
-		if err := notify.ValidateGrant(g); err != nil {
-			return nil, notify.Errorf(notify.ErrUnauthorized, "invalid token: %v", err)
-		}
+	if err := validateGrants(c.Channels, c.Publish, c.Presence); err != nil {
+		return nil, notify.Errorf(notify.ErrUnauthorized, "invalid token: %v", err)
 	}
 	if a.cfg.SingleUse != nil {
 		if c.ID == "" {
@@ -227,11 +228,31 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (*notify.Grant
 			return nil, notify.Errorf(notify.ErrUnauthorized, "token already used")
 		}
 	}
-	g := &notify.Grants{User: c.Subject, Subscribe: c.Channels, Publish: c.Publish}
+	g := &notify.Grants{User: c.Subject, Subscribe: c.Channels, Publish: c.Publish, Presence: c.Presence}
 	if c.ExpiresAt != nil {
 		g.Expires = c.ExpiresAt.Time
 	}
 	return g, nil
+}
+
+// validateGrants returns the first invalid entry of the grant claims,
+// naming the claim.
+func validateGrants(channels, publish, presence []string) error {
+	for _, claim := range [...]struct {
+		name     string
+		patterns []string
+	}{{"channels", channels}, {"publish", publish}, {"presence", presence}} {
+		for _, g := range claim.patterns {
+			if err := notify.ValidateGrant(g); err != nil {
+				var e *notify.Error
+				if errors.As(err, &e) {
+					return notify.Errorf(e, "%s: %s", claim.name, e.Message)
+				}
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // key picks the verification key for the token's (already pinned)

@@ -322,3 +322,34 @@ func itoa(n int64) string {
 		}
 	}
 }
+
+func TestPresenceClaim(t *testing.T) {
+	a := newAuth(t, auth.Config{})
+	tok, _, err := a.Mint(auth.TokenRequest{User: "42", Channels: []string{"room."}, Presence: []string{"room.", "lobby"}, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := a.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.CanPresence("room.1") || !g.CanPresence("lobby") || g.CanPresence("news") || g.CanPresence("user:42") {
+		t.Fatalf("presence grants %v", g.Presence)
+	}
+	if err := g.CheckPresence("news"); !errors.Is(err, notify.ErrForbidden) {
+		t.Fatalf("CheckPresence(news) = %v; want forbidden", err)
+	}
+	// A bad entry is refused when minting, naming the claim…
+	_, _, err = a.Mint(auth.TokenRequest{User: "42", Presence: []string{"bad name"}})
+	if !errors.Is(err, notify.ErrInvalidChannel) || !strings.Contains(err.Error(), "presence") {
+		t.Fatalf("Mint with a bad presence grant: %v; want invalid_channel naming the claim", err)
+	}
+	// …and in a token minted elsewhere.
+	bad := claims("u1", time.Now().Add(time.Minute))
+	bad.Presence = []string{"x{y}"}
+	tok = sign(t, jwt.SigningMethodHS256, secret, bad)
+	mustUnauthorized(t, a, tok, "bad presence grant")
+	if _, err := a.Verify(context.Background(), tok); !strings.Contains(err.Error(), "presence") {
+		t.Fatalf("the error does not name the claim: %v", err)
+	}
+}

@@ -66,6 +66,10 @@ type Config struct {
 	// longer ago than this is late (CanaryErr). It must exceed
 	// CanaryInterval. Default 5×CanaryInterval.
 	CanaryTimeout time.Duration
+	// Presence configures presence (see presence.go): Interval batches
+	// each channel's joins and leaves, Lease bounds how long the members of
+	// an instance that died stay present.
+	Presence notify.PresenceConfig
 	// Logger; nil means silent.
 	Logger *slog.Logger
 }
@@ -93,6 +97,7 @@ type Broker struct {
 	// is in Stats).
 	malformedLog everyLimiter
 	canaries     canaries
+	presence     presence
 }
 
 var _ notify.Broker = (*Broker)(nil)
@@ -123,6 +128,7 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Presence = cfg.Presence.WithDefaults()
 	if err := canaryDefaults(&cfg); err != nil {
 		return nil, err
 	}
@@ -140,7 +146,12 @@ func New(cfg Config) (*Broker, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
 	_ = b.publish.Load(ctx, b.rdb).Err()
 	_ = historyScript.Load(ctx, b.rdb).Err()
+	for _, s := range []*redis.Script{presenceFlushScript, presenceRenewScript, presenceMembersScript} {
+		_ = s.Load(ctx, b.rdb).Err()
+	}
 	cancel()
+	b.wg.Add(1)
+	go b.renewLoop()
 	if b.cluster != nil {
 		b.wg.Add(1)
 		go b.rebalanceLoop()
@@ -155,6 +166,7 @@ func New(cfg Config) (*Broker, error) {
 // Close stops the Pub/Sub connections and waits for the broker's
 // goroutines. Subscriptions end; the Redis client stays open.
 func (b *Broker) Close() error {
+	b.closePresence()
 	b.cancel()
 	for _, s := range b.allShards(true) {
 		s.close()

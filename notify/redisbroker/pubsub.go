@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -399,6 +400,10 @@ func (s *shard) onMessage(m *redis.Message) {
 	}
 	rc := s.lookup(m.Channel)
 	if rc == nil {
+		return
+	}
+	if strings.HasPrefix(m.Payload, presencePrefix) {
+		s.deliverPresence(rc, m.Payload)
 		return
 	}
 	env, err := parsePayload(rc.channel, m.Payload)

@@ -31,16 +31,17 @@ type Client struct {
 	closing   bool  // Close was called
 	running   bool  // Run was called
 	cancel    context.CancelFunc
-	chans     map[string]*chanState // the channel set: subscribed or to subscribe
-	excluded  map[string]bool       // unsubscribed: ignore the server subscribing them
-	version   uint64                // bumped by Subscribe and Unsubscribe
-	resume    positions             // what the reader has handed to buf: resumed from
-	delivered positions             // what Next has returned: Positions
-	gapAt     positions             // the position of each channel's last gap notice buffered
-	conn      *connState            // the current connection, nil between connections
-	connReady chan struct{}         // closed when a connection is installed
-	gen       uint64                // connections made so far
-	waiters   map[string]*waiter    // commands awaiting a reply, by ref
+	chans     map[string]*chanState    // the channel set: subscribed or to subscribe
+	excluded  map[string]bool          // unsubscribed: ignore the server subscribing them
+	version   uint64                   // bumped by Subscribe and Unsubscribe
+	resume    positions                // what the reader has handed to buf: resumed from
+	delivered positions                // what Next has returned: Positions
+	gapAt     positions                // the position of each channel's last gap notice buffered
+	conn      *connState               // the current connection, nil between connections
+	connReady chan struct{}            // closed when a connection is installed
+	gen       uint64                   // connections made so far
+	waiters   map[string]*waiter       // commands awaiting a reply, by ref
+	presence  map[string]*presenceView // channels whose subscription has presence
 	nextRef   uint64
 }
 
@@ -84,6 +85,7 @@ func New(cfg Config) (*Client, error) {
 		gapAt:     positions{},
 		connReady: make(chan struct{}),
 		waiters:   make(map[string]*waiter),
+		presence:  make(map[string]*presenceView),
 	}
 	c.dial = dialer(&c.cfg, ep)
 	for _, ch := range cfg.Channels {
@@ -182,7 +184,9 @@ func (c *Client) Close() error {
 // Next returns the next envelope: a message, a gap notice (messages after
 // its Since were lost; refetch the channel's state), or an error notice
 // naming a channel the server refused (the channel is dropped). Envelopes
-// of one channel come in order, exactly once.
+// of one channel come in order, exactly once. Presence envelopes are not
+// returned: they update the channel's Presence view (and call
+// Config.OnPresence).
 //
 // Envelopes wait in a buffer of Config.BufferSize. When it is full the
 // client stops reading the connection, so a slow reader never loses a

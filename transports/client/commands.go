@@ -100,6 +100,7 @@ func (c *Client) dropChannelLocked(ch string, err error) {
 	delete(c.resume, ch)
 	delete(c.delivered, ch)
 	delete(c.gapAt, ch)
+	delete(c.presence, ch)
 	c.resolveSubscribersLocked(ch, err)
 }
 

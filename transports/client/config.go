@@ -121,6 +121,11 @@ type Config struct {
 	// the goroutine running Run. It must return quickly and must not call
 	// Close (which waits for Run); cancel Run's context instead.
 	OnState func(State)
+	// OnPresence, if set, is called with a channel's members each time
+	// they change: a subscribed notice's snapshot, then each presence
+	// envelope (see Presence), in order, from the connection's reader. It
+	// must return quickly: the reader waits for it.
+	OnPresence func(Presence)
 	// Logger; nil means silent.
 	Logger *slog.Logger
 	// Rand draws the backoff jitter; nil means math/rand/v2's generator.

@@ -148,6 +148,61 @@ func ExampleClient_Positions() {
 	// 3
 }
 
+// A token that grants presence on a channel makes the client's
+// subscriptions to it members, and keeps a view of who else is there:
+// Presence returns it, OnPresence reports every change.
+func ExampleClient_Presence() {
+	srv := startServer()
+	defer srv.Close()
+	ctx := context.Background()
+
+	changes := make(chan client.Presence, 16)
+	ann, err := client.New(client.Config{
+		URL: srv.URL, Token: srv.Token("ann"), Channels: []string{"room.9"},
+		OnPresence: func(p client.Presence) { changes <- p }, // from the reader: return quickly
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() { _ = ann.Run(ctx) }()
+	defer ann.Close()
+	users := func(p client.Presence) (us []string) {
+		for _, m := range p.Members {
+			us = append(us, m.User)
+		}
+		return us
+	}
+	until := func(want string) client.Presence {
+		for p := range changes {
+			if got := fmt.Sprint(users(p)); got == want {
+				return p
+			}
+		}
+		return client.Presence{}
+	}
+	// Ann's own join: in her snapshot, or in the first change after it.
+	fmt.Println(users(until("[ann]")))
+
+	ben, err := client.New(client.Config{URL: srv.URL, Token: srv.Token("ben"), Channels: []string{"room.9"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() { _ = ben.Run(ctx) }()
+	p := until("[ann ben]")
+	fmt.Println(users(p), p.Count, "joined:", p.Joins[0].User)
+	_ = ben.Close()
+	p = until("[ann]")
+	fmt.Println(users(p), p.Count, "left:", p.Leaves[0].User)
+
+	p, ok := ann.Presence("room.9")
+	fmt.Println(ok, users(p), p.Count)
+	// Output:
+	// [ann]
+	// [ann ben] 2 joined: ben
+	// [ann] 1 left: ben
+	// true [ann] 1
+}
+
 // OnState reports every state change: connecting, connected, reconnecting
 // with its delay and cause, closed.
 func ExampleConfig_onState() {
@@ -215,8 +270,8 @@ func startServer() *exampleServer {
 	if err != nil {
 		log.Fatal(err)
 	}
-	broker := notify.NewMemoryBroker(notify.MemoryConfig{})
-	hub := notify.NewHub(broker, notify.HubConfig{})
+	broker := notify.NewMemoryBroker(notify.MemoryConfig{Presence: notify.PresenceConfig{Interval: 20 * time.Millisecond}})
+	hub := notify.NewHub(broker, notify.HubConfig{Presence: broker})
 	cfg := wire.Config{Hub: hub, Auth: wire.AuthFunc(func(r *http.Request) (*notify.Grants, error) {
 		return authn.Verify(r.Context(), wire.Token(r))
 	})}
@@ -230,7 +285,7 @@ func startServer() *exampleServer {
 // (or POST /v1/token).
 func (s *exampleServer) Token(user string) func(context.Context) (string, error) {
 	return func(context.Context) (string, error) {
-		tok, _, err := s.authn.Mint(auth.TokenRequest{User: user, Channels: []string{"news", "room."}, Publish: []string{"room."}, TTL: time.Minute})
+		tok, _, err := s.authn.Mint(auth.TokenRequest{User: user, Channels: []string{"news", "room."}, Publish: []string{"room."}, Presence: []string{"room."}, TTL: time.Minute})
 		return tok, err
 	}
 }

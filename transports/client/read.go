@@ -34,6 +34,9 @@ func (c *Client) handle(cs *connState, e *notify.Envelope) error {
 		c.deliver(cs, e)
 	case notify.TypeSubscribed:
 		c.subscribed(e)
+		c.applyPresence(e)
+	case notify.TypePresence:
+		c.applyPresence(e)
 	case notify.TypeUnsubscribed:
 		c.reply(e.Ref, result{})
 	case notify.TypeAck:

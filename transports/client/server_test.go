@@ -31,7 +31,8 @@ import (
 // hub and the transport handlers) at a time, reached through a
 // plain HTTP listener (WebSocket, SSE) and an HTTP/3 listener on UDP with
 // a development certificate. Swapping the instance plays a load balancer
-// sending a drained client to another instance on the same broker.
+// sending a drained client to another instance on the same broker. The
+// broker is every hub's Presence (used by tokens with presence grants).
 type testServer struct {
 	t      testing.TB
 	broker *notify.MemoryBroker
@@ -71,7 +72,7 @@ func startTestServerWith(t testing.TB, hubCfg notify.HubConfig, wireCfg wire.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &testServer{t: t, broker: notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: 10000}), authn: authn, hubCfg: hubCfg, wireCfg: wireCfg}
+	s := &testServer{t: t, broker: notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: 10000, Presence: notify.PresenceConfig{Interval: 20 * time.Millisecond}}), authn: authn, hubCfg: hubCfg, wireCfg: wireCfg}
 	s.inst = s.newInstance()
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -97,6 +98,7 @@ func startTestServerWith(t testing.TB, hubCfg notify.HubConfig, wireCfg wire.Con
 func (s *testServer) newInstance() *instance {
 	hubCfg := s.hubCfg
 	hubCfg.Linger = -1
+	hubCfg.Presence = s.broker
 	hub := notify.NewHub(s.broker, hubCfg)
 	cfg := s.wireCfg
 	cfg.Hub = hub
@@ -248,9 +250,10 @@ func (s *testServer) config(transport Transport, user string, channels ...string
 
 // tokenSource mints a fresh single-use token per call and remembers them.
 type tokenSource struct {
-	authn  *auth.Authenticator
-	user   string
-	grants []string
+	authn    *auth.Authenticator
+	user     string
+	grants   []string
+	presence []string // presence grants
 
 	mu     sync.Mutex
 	issued []string // guarded by mu
@@ -274,7 +277,7 @@ func (ts *tokenSource) token(context.Context) (string, error) {
 		ttl = time.Minute
 	}
 	grants := append([]string{"room."}, ts.grants...)
-	tok, _, err := ts.authn.Mint(auth.TokenRequest{User: ts.user, Channels: grants, Publish: []string{"room."}, TTL: ttl})
+	tok, _, err := ts.authn.Mint(auth.TokenRequest{User: ts.user, Channels: grants, Publish: []string{"room."}, Presence: ts.presence, TTL: ttl})
 	if err == nil {
 		ts.issued = append(ts.issued, tok)
 	}

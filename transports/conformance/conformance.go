@@ -71,6 +71,10 @@ const (
 	TokenBob   = "bob-token"   // user bob: subscribe news only
 )
 
+// PresenceToken returns a token the suite's authenticator knows for user (a
+// valid user ID): subscribe room.*, with presence on room.*.
+func PresenceToken(user string) string { return "presence:" + user }
+
 // ExpiringToken returns a token the suite's authenticator knows for user
 // (alice or bob, with the grants of TokenAlice or TokenBob) that expires at
 // exp.
@@ -98,6 +102,9 @@ func (suiteAuth) VerifyToken(_ context.Context, token string) (*notify.Grants, e
 		return bobGrants(), nil
 	case "":
 		return nil, notify.Errorf(notify.ErrUnauthorized, "no token")
+	}
+	if user, ok := strings.CutPrefix(token, "presence:"); ok && notify.ValidateUser(user) == nil {
+		return &notify.Grants{User: user, Subscribe: []string{"room."}, Presence: []string{"room."}}, nil
 	}
 	rest, ok := strings.CutPrefix(token, "exp:")
 	user, ms, ok2 := strings.Cut(rest, ":")
@@ -131,13 +138,25 @@ type env struct {
 }
 
 type setup struct {
-	history int
-	hub     notify.HubConfig
-	wire    wire.Config
+	history  int
+	hub      notify.HubConfig
+	wire     wire.Config
+	presence bool // the memory broker is the hub's Presence, flushing every presenceInterval
 }
 
+// presenceInterval is the presence batching interval of the scenarios that
+// use presence: short, so that they wait little.
+const presenceInterval = 20 * time.Millisecond
+
 func start(t *testing.T, tr Transport, s setup) *env {
-	b := notify.NewMemoryBroker(notify.MemoryConfig{HistorySize: s.history})
+	mc := notify.MemoryConfig{HistorySize: s.history}
+	if s.presence {
+		mc.Presence.Interval = presenceInterval
+	}
+	b := notify.NewMemoryBroker(mc)
+	if s.presence {
+		s.hub.Presence = b
+	}
 	h := notify.NewHub(b, s.hub)
 	t.Cleanup(func() { _ = h.Close(); _ = b.Close() })
 	cfg := s.wire

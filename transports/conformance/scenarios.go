@@ -34,6 +34,9 @@ func Run(t *testing.T, tr Transport) {
 		{"TokenExpiryEndsConnection", testTokenExpiry},
 		{"RefreshKeepsConnection", testRefresh},
 		{"RefreshRefused", testRefreshRefused},
+		{"PresenceSnapshotAndDiffs", testPresence},
+		{"PresenceNotGranted", testPresenceNotGranted},
+		{"PresenceDisabled", testPresenceDisabled},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { sc.fn(t, tr) })

@@ -22,6 +22,7 @@ const MaxRefLen = 64
 // Command is a client command: one JSON object per line.
 //
 //	{"type":"subscribe","channel":"news","since":"1700000000000-0","ref":"1"}
+//	{"type":"subscribe","channel":"room.1","presence":false}
 //	{"type":"unsubscribe","channel":"news"}
 //	{"type":"publish","channel":"room.1","event":"chat","data":{"text":"hi"},"ref":"2"}
 //	{"type":"ping","ref":"3"}
@@ -34,6 +35,11 @@ type Command struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 	Ref     string          `json:"ref,omitempty"`
 	Token   string          `json:"token,omitempty"` // refresh: the new token
+	// Presence (subscribe): absent, the subscription takes part in the
+	// channel's presence when the grants allow it and the server has
+	// presence; false opts out; true requires it (forbidden without the
+	// grant, presence_disabled on a server without presence).
+	Presence *bool `json:"presence,omitempty"`
 }
 
 // DecodeCommand decodes and validates one command. Every failure is a

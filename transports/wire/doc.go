@@ -3,6 +3,12 @@
 // that runs a client's commands against its notify.Conn, the per-connection
 // Writer, the mapping of errors to HTTP statuses, and server drain.
 //
+// The session decides each subscription's presence: on when the grants
+// allow presence on the channel and the hub has a Presence, unless the
+// client opts out (Command.Presence, the presence query parameter).
+// Presence envelopes are envelopes like the others: the writers frame them
+// unchanged, and they move no position (no SSE id line).
+//
 // Each transport (ws, sse, h3) only adapts its connection: it authenticates
 // with Open, gives a Writer its Output (how to frame envelopes and write a
 // frame), feeds commands to Session.Handle (duplex transports) and closes

@@ -150,6 +150,7 @@ type Session struct {
 	Grants   *notify.Grants // the connect token's; a refresh replaces it (read it with grants while commands run)
 	Channels []string       // the channels requested at connect, the user's own first
 	cursor   Cursor
+	presence *bool // the presence query parameter: nil, or false to opt the connect channels out
 	hub      *notify.Hub
 	limiter  interface{ Allow(key string, n int) bool }
 	observer Observer
@@ -160,7 +161,9 @@ type Session struct {
 
 // Open authenticates r and registers its connection: the channels are the
 // user's own plus each channel query parameter, the positions come from
-// lastEventID (a cursor) or else the since query parameter. Every channel is checked
+// lastEventID (a cursor) or else the since query parameter; each takes part
+// in its presence as the grants allow, unless the presence query parameter
+// is false. Every channel is checked
 // against the grants before anything is registered, so a refused request
 // changes nothing. wake is the connection's writer wake-up (see
 // notify.ConnOptions). The caller must start its writer, then call
@@ -219,11 +222,63 @@ func open(r *http.Request, cfg *Config, lastEventID string, wake func()) (*Sessi
 	if err != nil {
 		return nil, err
 	}
+	presence, err := presenceParam(q.Get("presence"))
+	if err != nil {
+		return nil, err
+	}
 	conn, err := cfg.Hub.Connect(grants.User, notify.ConnOptions{Wake: wake})
 	if err != nil {
 		return nil, err
 	}
-	return &Session{Conn: conn, Grants: grants, Channels: channels, cursor: cursor, hub: cfg.Hub, limiter: cfg.PublishLimiter}, nil
+	return &Session{Conn: conn, Grants: grants, Channels: channels, cursor: cursor, presence: presence, hub: cfg.Hub, limiter: cfg.PublishLimiter}, nil
+}
+
+// presenceParam parses the presence query parameter: "false" opts every
+// connect channel out of presence; empty or "true" leaves it to the grants
+// (nil). Unlike a subscribe command's, true requires nothing: the user's
+// own channel, always subscribed, may have no presence grant.
+func presenceParam(v string) (*bool, error) {
+	if v == "" {
+		return nil, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return nil, notify.Errorf(notify.ErrInvalidCommand, "presence must be true or false, not %q", truncate(v))
+	}
+	if b {
+		return nil, nil
+	}
+	return &b, nil
+}
+
+// wantPresence decides whether a subscription to channel takes part in its
+// presence: asked nil follows the grants (and is off on a server without
+// presence), false opts out, true requires it.
+func (s *Session) wantPresence(channel string, asked *bool) (bool, error) {
+	on := s.hub.Presence() != nil
+	if asked == nil {
+		return on && s.grants().CanPresence(channel), nil
+	}
+	if !*asked {
+		return false, nil
+	}
+	if err := s.grants().CheckPresence(channel); err != nil {
+		return false, err
+	}
+	if !on {
+		return false, notify.ErrPresenceDisabled
+	}
+	return true, nil
+}
+
+// subscribe subscribes channel with the presence the grants and asked
+// allow (see wantPresence).
+func (s *Session) subscribe(ctx context.Context, req notify.SubscribeRequest, asked *bool) error {
+	var err error
+	if req.Presence, err = s.wantPresence(req.Channel, asked); err != nil {
+		return err
+	}
+	return s.Conn.Subscribe(ctx, req)
 }
 
 // Positions tracks the session's positions, starting from the cursor it
@@ -245,7 +300,7 @@ func (s *Session) Positions() *Positions {
 func (s *Session) SubscribeInitial(ctx context.Context) bool {
 	defer func() { s.cursor = nil }() // read once, here and by Positions before
 	for _, ch := range s.Channels {
-		err := s.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: ch, Since: s.cursor[ch]})
+		err := s.subscribe(ctx, notify.SubscribeRequest{Channel: ch, Since: s.cursor[ch]}, s.presence)
 		if err == nil {
 			continue
 		}
@@ -284,7 +339,7 @@ func (s *Session) run(ctx context.Context, cmd Command) error {
 		if err := s.grants().CheckSubscribe(cmd.Channel); err != nil {
 			return err
 		}
-		return s.Conn.Subscribe(ctx, notify.SubscribeRequest{Channel: cmd.Channel, Since: cmd.Since, Ref: cmd.Ref})
+		return s.subscribe(ctx, notify.SubscribeRequest{Channel: cmd.Channel, Since: cmd.Since, Ref: cmd.Ref}, cmd.Presence)
 	case CmdUnsubscribe:
 		return s.Conn.Unsubscribe(ctx, cmd.Channel, cmd.Ref)
 	case CmdPublish:
@@ -384,6 +439,8 @@ func Status(err error) int {
 		return http.StatusServiceUnavailable
 	case notify.ErrNotSubscribed.Code:
 		return http.StatusNotFound
+	case notify.ErrPresenceDisabled.Code:
+		return http.StatusNotImplemented
 	}
 	return http.StatusBadRequest
 }

@@ -78,6 +78,32 @@ export interface Subscribed {
   /** The position the subscription starts after (absent: before every message). */
   id?: string;
   ref?: string;
+  /** The channel's members when the subscription takes part in its
+   * presence (the token grants presence on it): up to the server's
+   * snapshot size, with the exact count. */
+  presence?: { count: number; members: Member[]; next?: string };
+}
+
+/** A connection present in a channel: one user with two connections is two
+ * members. conn is unique across the server's instances. */
+export interface Member {
+  user: string;
+  conn: string;
+}
+
+/** A channel's members as the client knows them: the subscribed notice's
+ * snapshot with every change since applied in order ("presence" events,
+ * Herald.presence()). */
+export interface Presence {
+  channel: string;
+  /** The channel's member count, as the server last said. */
+  count: number;
+  /** The members known, sorted by user then conn: all of them unless the
+   * channel had more than the snapshot lists. */
+  members: Member[];
+  /** The change that made this view; empty for a snapshot. */
+  joins: Member[];
+  leaves: Member[];
 }
 
 export interface Unsubscribed {
@@ -149,6 +175,9 @@ export interface HeraldEvents {
   subscribed: Subscribed;
   unsubscribed: Unsubscribed;
   gap: Gap;
+  /** A channel's members changed (or a snapshot came with its subscribed
+   * notice), for subscriptions that take part in its presence. */
+  presence: Presence;
   /** An error notice of the server: a channel that could not be subscribed
    * (code forbidden, invalid_channel, too_many_channels…: the channel is
    * dropped), lagged (the connection ends and resumes), or a malformed
@@ -195,6 +224,9 @@ export class Herald {
    * channel set. since: the position to resume from. */
   subscribe(channel: string, options?: { since?: string }): void;
   unsubscribe(channel: string): void;
+  /** The channel's members, or undefined if the subscription takes no part
+   * in its presence. */
+  presence(channel: string): Presence | undefined;
   /** WebSocket and WebTransport only: resolves with the message's ID once acknowledged;
    * rejects with a HeraldError (the server's code, or not_connected,
    * disconnected, timeout, unsupported). */

@@ -12,6 +12,7 @@
 //	});
 //	herald.on("message", (m) => console.log(m.channel, m.id, m.data));
 //	herald.on("state", (s) => console.log(s.state, s.delay, s.cause));
+//	herald.on("presence", (p) => console.log(p.channel, p.count, p.members)); // channels the token grants presence on
 //	herald.connect();
 //
 // Every transport has the same semantics: the token callback is called
@@ -324,6 +325,8 @@ export class Herald {
   #pending = new Map();
   #refs = 0;
   #stats = { messages: 0, duplicates: 0, connects: 0 };
+  /** @type {Map<string, {count: number, members: Map<string, {user: string, conn: string}>}>} channel → its members, for subscriptions with presence */
+  #presence = new Map();
 
   /** @param {import("./herald.d.ts").HeraldOptions} options */
   constructor(options) {
@@ -376,6 +379,19 @@ export class Herald {
   get positions() { return Object.fromEntries(this.#positions); }
   /** The positions as a cursor, to store and pass back as the positions option. */
   get cursor() { return encodeCursor(this.#positions); }
+  /**
+   * A channel's members as this client knows them — the last subscribed
+   * notice's snapshot with every presence change since applied, in order —
+   * or undefined if its subscription takes no part in the channel's
+   * presence (the token grants none on it).
+   * @param {string} channel
+   * @returns {import("./herald.d.ts").Presence | undefined}
+   */
+  presence(channel) {
+    const view = this.#presence.get(channel);
+    return view && presenceOf(channel, view, [], []);
+  }
+
   /** Messages delivered, duplicates dropped, connections made. */
   get stats() { return { ...this.#stats }; }
 
@@ -452,6 +468,7 @@ export class Herald {
     }
     if (!this.#channels.delete(channel)) return;
     this.#positions.delete(channel);
+    this.#presence.delete(channel);
     this.#reconcile();
   }
 
@@ -847,8 +864,12 @@ export class Herald {
         const position = this.#positions.get(ch);
         if (position === undefined || isAfter(id, position)) this.#positions.set(ch, id);
         this.#emit("subscribed", env);
+        this.#receivePresence(env);
         return;
       }
+      case "presence":
+        if (this.#wanted(ch)) this.#receivePresence(env);
+        return;
       case "unsubscribed":
         if (!this.#wanted(ch)) this.#positions.delete(ch);
         this.#emit("unsubscribed", env);
@@ -872,6 +893,32 @@ export class Herald {
       case "pong":
         return;
     }
+  }
+
+  /**
+   * Updates a channel's members from a subscribed notice (its snapshot
+   * replaces them; none means the subscription has no presence) or a
+   * presence envelope (its joins and leaves, keyed by connection, applied
+   * on top: the view converges on the channel's members), and emits a
+   * "presence" event.
+   * @param {any} env
+   */
+  #receivePresence(env) {
+    const ch = env.channel;
+    const p = env.presence;
+    const snapshot = env.type === "subscribed";
+    if (p === null || typeof p !== "object") {
+      if (snapshot) this.#presence.delete(ch);
+      return;
+    }
+    let view = this.#presence.get(ch);
+    if (snapshot) this.#presence.set(ch, (view = { count: 0, members: new Map() }));
+    if (!view) return; // a change without a snapshot is not this subscription's
+    const joins = arrayOf(p.joins), leaves = arrayOf(p.leaves);
+    for (const m of [...arrayOf(p.members), ...joins]) view.members.set(m.conn, { user: m.user, conn: m.conn });
+    for (const m of leaves) view.members.delete(m.conn);
+    view.count = Number(p.count) || 0;
+    this.#emit("presence", presenceOf(ch, view, joins, leaves));
   }
 
   /** The token expires soon (docs/protocol.md, "Token expiry and refresh"):
@@ -1011,6 +1058,22 @@ function settled(promise, ms) {
     const timer = setTimeout(() => resolve(null), ms);
     promise.then((v) => { clearTimeout(timer); resolve(v); }, () => { clearTimeout(timer); resolve(null); });
   });
+}
+
+/** @param {unknown} v @returns {{user: string, conn: string}[]} the members of a presence field's list */
+function arrayOf(v) {
+  return Array.isArray(v) ? v.filter((m) => m !== null && typeof m === "object" && typeof m.conn === "string") : [];
+}
+
+/**
+ * @param {string} channel
+ * @param {{count: number, members: Map<string, {user: string, conn: string}>}} view
+ * @param {{user: string, conn: string}[]} joins
+ * @param {{user: string, conn: string}[]} leaves
+ */
+function presenceOf(channel, view, joins, leaves) {
+  const members = [...view.members.values()].sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : a.conn < b.conn ? -1 : a.conn > b.conn ? 1 : 0));
+  return { channel, count: view.count, members, joins, leaves };
 }
 
 /** @param {Set<string>} a @param {Set<string>} b */

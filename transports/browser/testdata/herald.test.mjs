@@ -632,3 +632,49 @@ test("webtransport: NDJSON over the stream, commands, publish ack, resume on Web
   c.close();
   assert.ok(FakeWebTransport.all[3].closedWith === null || FakeWebTransport.all[3].closedWith.closeCode === 0);
 });
+
+// ---- presence ----
+
+test("presence: the snapshot, then joins and leaves applied in order; a reconnection's snapshot replaces the view", async () => {
+  FakeEventSource.all = [];
+  const c = new Herald({ url: "http://h/", transport: "sse", token: tokens(), channels: ["room.1", "news"], backoff: fast, EventSource: FakeEventSource });
+  const events = [];
+  c.on("presence", (p) => events.push(p));
+  c.connect();
+  await until(() => FakeEventSource.all.length === 1);
+  let es = FakeEventSource.all[0];
+  es.accept();
+  const ann = { user: "ann", conn: "a1" }, ben = { user: "ben", conn: "b1" }, ben2 = { user: "ben", conn: "b2" };
+  es.event({ type: "subscribed", channel: "news", id: "1-0" }); // no presence on news
+  es.event({ type: "subscribed", channel: "room.1", id: "1-0", presence: { count: 1, members: [ben] } });
+  assert.equal(c.presence("news"), undefined);
+  assert.deepEqual(c.presence("room.1"), { channel: "room.1", count: 1, members: [ben], joins: [], leaves: [] });
+  // A diff the snapshot already reflects changes nothing; then ann joins,
+  // ben opens a second connection and closes the first.
+  es.event({ type: "presence", channel: "room.1", presence: { count: 1, joins: [ben] } });
+  es.event({ type: "presence", channel: "room.1", presence: { count: 3, joins: [ann, ben2] } });
+  es.event({ type: "presence", channel: "room.1", presence: { count: 2, leaves: [ben] } });
+  es.event({ type: "presence", channel: "news", presence: { count: 9, joins: [ann] } }); // not a presence subscription: ignored
+  es.event({ type: "presence", channel: "elsewhere", presence: { count: 1, joins: [ann] } }); // not subscribed: ignored
+  assert.deepEqual(c.presence("room.1").members, [ann, ben2]);
+  assert.equal(c.presence("room.1").count, 2);
+  assert.deepEqual(events.map((e) => e.count), [1, 1, 3, 2], "one event per snapshot or change of room.1");
+  assert.deepEqual(events[2].joins, [ann, ben2]);
+  assert.deepEqual(events[3].leaves, [ben]);
+  assert.deepEqual(events[3].members, [ann, ben2]);
+  assert.equal(c.presence("news"), undefined);
+  // Malformed presence fields break nothing.
+  es.event({ type: "presence", channel: "room.1", presence: { count: 2, joins: [null, 7, { user: "x" }] } });
+  assert.deepEqual(c.presence("room.1").members, [ann, ben2]);
+
+  es.fail();
+  await until(() => FakeEventSource.all.length === 2, "a reconnection");
+  es = FakeEventSource.all[1];
+  es.accept();
+  es.event({ type: "subscribed", channel: "room.1", id: "1-0", presence: { count: 1, members: [ann] } });
+  assert.deepEqual(c.presence("room.1").members, [ann], "the new snapshot replaces the view");
+  es.event({ type: "subscribed", channel: "news", id: "1-0" });
+  c.unsubscribe("room.1");
+  assert.equal(c.presence("room.1"), undefined);
+  c.close();
+});
