@@ -43,15 +43,21 @@
 //     into a full queue, so the connection's writer must keep draining
 //     meanwhile.
 //   - The Hub starts no goroutine per connection or per message. It uses
-//     timers for the linger of idle channel subscriptions, and one short-lived
-//     goroutine to clean up after a lagging connection. Hub.Close closes every
-//     connection and drops every broker subscription; the broker is the
-//     caller's to close.
+//     timers for the linger of idle channel subscriptions, one short-lived
+//     goroutine to clean up after a lagging connection, and one per channel
+//     while it reads the channel's members again after a presence reset.
+//     Hub.Close closes every connection and drops every broker
+//     subscription; the broker is the caller's to close.
 //   - Presence (HubConfig.Presence) is called from the goroutines of
 //     Subscribe, Unsubscribe and Close, never with a hub or connection lock
 //     held; presence envelopes come back through the hub's Sink like
 //     messages, reach only subscriptions made with Presence, and move no
 //     position. Per subscription, Join precedes Leave, each once.
+//   - Presence implementations (MemoryBroker, the Redis broker): Join and
+//     Leave only queue the change under a short lock; one timer per channel
+//     with queued changes (none while idle) flushes them every
+//     PresenceConfig.Interval and delivers the presence envelopes through
+//     Sink.Deliver, under the same per-channel serialization as messages.
 //   - Envelopes made by NewMessage are shared between connections and must
 //     not be modified.
 package notify

@@ -45,7 +45,8 @@ type Envelope struct {
 	// (AppendPresencePage).
 	Presence []byte
 
-	raw []byte // the encoding, set by NewMessage; immutable
+	raw   []byte // the encoding, set by NewMessage; immutable
+	reset bool   // a presence reset (PresenceDiff.Reset), set by NewPresence
 }
 
 // messageOverhead is the most a message envelope holds besides its channel,

@@ -107,6 +107,8 @@ type channelState struct {
 	mu   sync.RWMutex
 	subs []*subscription // order is arbitrary; each knows its index
 
+	presence presenceState // presence resets of the channel (presence_reset.go)
+
 	ready chan struct{} // closed when the broker subscription is made or failed
 	err   error         // the broker subscription's failure; written before ready closes
 
@@ -456,12 +458,29 @@ func (h *Hub) dispatch(m *Envelope) {
 }
 
 // dispatchPresence queues a presence envelope on the local subscribers of
-// its channel that asked for presence. Like dispatch, it never blocks.
+// its channel that asked for presence. Like dispatch, it never blocks. A
+// reset starts a new snapshot (presence_reset.go); diffs that come while it
+// is read are held and follow it.
 func (h *Hub) dispatchPresence(p *Envelope) {
 	cs := h.channelState(p.Channel)
 	if cs == nil {
 		return
 	}
+	ps := &cs.presence
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	switch {
+	case p.reset:
+		h.resetPresenceLocked(cs, p)
+	case ps.resetting:
+		ps.holdLocked(p)
+	default:
+		cs.deliverPresence(p)
+	}
+}
+
+// deliverPresence queues p on cs's presence subscriptions.
+func (cs *channelState) deliverPresence(p *Envelope) {
 	cs.mu.RLock()
 	defer cs.mu.RUnlock()
 	for _, s := range cs.subs {

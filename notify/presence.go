@@ -24,11 +24,17 @@ type Member struct {
 
 // PresenceDiff is a batch of membership changes of one channel, and the
 // channel's member count after it.
+//
+// Reset (JSON "reset":true, with the count and no changes) says that
+// changes may have been missed — the instance's Redis subscription of the
+// channel dropped and came back, and Pub/Sub does not replay — so a member
+// list kept from earlier envelopes must be read again (Members).
 type PresenceDiff struct {
 	Channel string
 	Count   int
 	Joins   []Member
 	Leaves  []Member
+	Reset   bool
 }
 
 // PresencePage is a page of a channel's members. Count is the channel's
@@ -137,7 +143,22 @@ func NewPresence(d PresenceDiff) *Envelope {
 	if len(d.Leaves) > 0 {
 		p = appendMembers(append(p, `,"leaves":`...), d.Leaves)
 	}
+	if d.Reset {
+		p = append(p, `,"reset":true`...)
+	}
 	e.Presence = append(p, '}')
+	e.raw = e.AppendJSON(nil)
+	e.reset = d.Reset
+	return e
+}
+
+// NewPresenceSnapshot returns the presence envelope that replaces a view
+// after a reset: "reset":true with the members of page (and its count and
+// next cursor), as a subscribed notice's snapshot carries them.
+func NewPresenceSnapshot(channel string, page PresencePage) *Envelope {
+	p := AppendPresencePage(nil, page)
+	p = append(p[:len(p)-1], `,"reset":true}`...)
+	e := &Envelope{Type: TypePresence, Channel: channel, Presence: p}
 	e.raw = e.AppendJSON(nil)
 	return e
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ type fakePresence struct {
 	members map[string]map[notify.Member]bool // guarded by mu
 	diffs   map[string]*notify.PresenceDiff   // queued; guarded by mu
 	calls   []string                          // "join c m" / "leave c m", in order; guarded by mu
+	fail    atomic.Bool                       // Members fails
 }
 
 func newFakePresence(b *sinkBroker) *fakePresence {
@@ -59,6 +61,9 @@ func (p *fakePresence) change(channel string, m notify.Member, join bool) {
 }
 
 func (p *fakePresence) Members(ctx context.Context, channel string, limit int, cursor string) (notify.PresencePage, error) {
+	if p.fail.Load() {
+		return notify.PresencePage{}, notify.Unavailable("members", errors.New("test"))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	page := notify.PresencePage{Count: len(p.members[channel]), Members: []notify.Member{}}
@@ -433,5 +438,78 @@ func TestConnIDsAreUnique(t *testing.T) {
 			t.Fatalf("id %q: length %d, seen before %v", id, len(id), seen[id])
 		}
 		seen[id] = true
+	}
+}
+
+// TestPresenceResetSendsNewSnapshot: after a reset (the broker may have
+// missed changes), the hub reads the members again and sends them with
+// "reset":true, so a view built on the missed changes is replaced; diffs
+// that come while the members are read follow the snapshot.
+func TestPresenceResetSendsNewSnapshot(t *testing.T) {
+	b, p, h := newPresenceHub(t, notify.HubConfig{})
+	a := connect(t, h, "alice")
+	subscribe(t, a, notify.SubscribeRequest{Channel: "room", Presence: true})
+	a.Drain(nil)
+	p.flush()
+	a.Drain(nil)
+
+	// A member joined while the broker was not listening: no diff.
+	ghost := notify.Member{User: "zed", Conn: "missed"}
+	p.Join("room", ghost)
+	p.mu.Lock()
+	delete(p.diffs, "room")
+	p.mu.Unlock()
+
+	// The reset, then a diff delivered while the members are read.
+	p.mu.Lock() // holds the Members read until the diff is in
+	for _, s := range b.sinks("room") {
+		s.Deliver(notify.NewPresence(notify.PresenceDiff{Channel: "room", Count: 2, Reset: true}))
+	}
+	late := notify.NewPresence(notify.PresenceDiff{Channel: "room", Count: 1, Leaves: []notify.Member{ghost}})
+	for _, s := range b.sinks("room") {
+		s.Deliver(late)
+	}
+	if got := a.Drain(nil); len(got) != 0 {
+		t.Fatalf("before the snapshot was read, alice got %v", types(got))
+	}
+	p.mu.Unlock()
+
+	var got []*notify.Envelope
+	for deadline := time.Now().Add(10 * time.Second); len(got) < 2 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		got = a.Drain(got)
+	}
+	if len(got) != 2 || got[0].Type != notify.TypePresence || got[1] != late {
+		t.Fatalf("after the reset alice got %v; want the snapshot then the held diff", types(got))
+	}
+	var snap struct {
+		presenceJSON
+		Reset bool `json:"reset"`
+	}
+	if err := json.Unmarshal(got[0].Presence, &snap); err != nil {
+		t.Fatal(err)
+	}
+	if !snap.Reset || snap.Count != 2 || len(snap.Members) != 2 || !slices.Contains(snap.Members, ghost) {
+		t.Fatalf("reset snapshot = %+v; want alice and the missed member, reset", snap)
+	}
+}
+
+// TestPresenceResetWithoutMembers: when the members cannot be read, the
+// bare reset goes out (clients learn their view may be stale).
+func TestPresenceResetWithoutMembers(t *testing.T) {
+	b, p, h := newPresenceHub(t, notify.HubConfig{})
+	a := connect(t, h, "alice")
+	subscribe(t, a, notify.SubscribeRequest{Channel: "room", Presence: true})
+	a.Drain(nil)
+	p.fail.Store(true)
+	bare := notify.NewPresence(notify.PresenceDiff{Channel: "room", Count: 1, Reset: true})
+	for _, s := range b.sinks("room") {
+		s.Deliver(bare)
+	}
+	var got []*notify.Envelope
+	for deadline := time.Now().Add(10 * time.Second); len(got) < 1 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got = a.Drain(got)
+	}
+	if len(got) != 1 || got[0] != bare {
+		t.Fatalf("got %v; want the bare reset", types(got))
 	}
 }

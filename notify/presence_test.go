@@ -21,6 +21,9 @@ func TestNewPresenceEncoding(t *testing.T) {
 	if got := string(NewPresence(PresenceDiff{Channel: "c", Count: 0}).JSON()); got != `{"type":"presence","channel":"c","presence":{"count":0}}` {
 		t.Fatalf("empty diff: %s", got)
 	}
+	if got := string(NewPresence(PresenceDiff{Channel: "c", Count: 7, Reset: true}).JSON()); got != `{"type":"presence","channel":"c","presence":{"count":7,"reset":true}}` {
+		t.Fatalf("reset: %s", got)
+	}
 }
 
 func TestAppendPresencePage(t *testing.T) {

@@ -57,6 +57,7 @@ type PresenceEvent struct {
 	Count  int             `json:"count"`
 	Joins  []notify.Member `json:"joins"`
 	Leaves []notify.Member `json:"leaves"`
+	Reset  bool            `json:"reset"`
 }
 
 // PresenceSink is a notify.Sink that records the presence envelopes of one
@@ -252,7 +253,15 @@ func testPresencePaging(t *testing.T, newInstance func() PresenceBroker) {
 		want[m.Conn] = m
 		[]PresenceBroker{a, b}[i%2].Join("room.p", m)
 	}
-	onB.WaitFor(t, presenceWait, "every join", func(evs []PresenceEvent) bool { return len(Present(evs)) == n })
+	evs := onB.WaitFor(t, presenceWait, "every join", func(evs []PresenceEvent) bool { return len(Present(evs)) == n })
+	for _, ev := range evs {
+		if k := len(ev.Joins) + len(ev.Leaves); k > notify.MaxPresenceDiff {
+			t.Fatalf("an envelope of %d changes; want at most %d", k, notify.MaxPresenceDiff)
+		}
+	}
+	if last := evs[len(evs)-1].Count; last != n {
+		t.Fatalf("last envelope's count %d; want %d", last, n)
+	}
 	for _, limit := range []int{1, 97, notify.MaxPresencePage, 5 * notify.MaxPresencePage} {
 		got := map[string]notify.Member{}
 		pages := 0

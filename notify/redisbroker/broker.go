@@ -15,6 +15,12 @@
 // a MOVED reply, a failover) is resubscribed on its new node and caught up
 // from its stream like after a reconnect; see cluster.go.
 //
+// The broker also keeps presence (notify.Presence): per channel a sorted set
+// of leases and one of members, changed in batches by one script per
+// Config.Presence.Interval that announces the changes on the channel's
+// Pub/Sub channel; members of an instance that died leave within Lease +
+// Interval. See presence.go.
+//
 // Redis must persist the streams (AOF) for messages to survive a Redis
 // restart; see docs/architecture.md.
 package redisbroker

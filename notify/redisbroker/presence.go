@@ -506,18 +506,95 @@ func (b *Broker) renew(ctx context.Context, channel string, calls [][]any) error
 	return nil
 }
 
-// closePresence stops the channels' timers; queued changes are dropped
-// (their members expire with their lease).
+// closePresence stops the channels' timers and, since this instance is
+// going away, makes every member it holds leave at once (its queued leaves
+// and its remaining members, one flush per channel, within
+// closePresenceTimeout), so that a graceful shutdown or drain does not
+// leave members visible for a lease. Members it cannot remove in time
+// expire with their lease, as after a kill -9.
 func (b *Broker) closePresence() {
 	p := &b.presence
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	p.closed = true
+	type final struct {
+		pc     *pchan
+		leaves []notify.Member
+	}
+	var finals []final
 	for _, pc := range p.chans {
 		if pc.timer != nil && pc.timer.Stop() {
 			b.wg.Done()
 		}
 		pc.timer = nil
+		_, leaves := pc.set.Flush()
+		leaves = append(leaves, pc.retryLeaves...)
+		leaves = append(leaves, pc.set.Members()...)
+		if len(leaves) > 0 {
+			finals = append(finals, final{pc, leaves})
+		}
+	}
+	p.mu.Unlock()
+	if len(finals) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, closePresenceTimeout)
+	defer cancel()
+	for _, f := range finals {
+		f.pc.wmu.Lock() // after a flush that is being written
+		_, err := b.writePresence(ctx, f.pc.channel, nil, f.leaves)
+		f.pc.wmu.Unlock()
+		if err != nil {
+			b.cfg.Logger.Debug("presence leaves at close failed; the members expire with their lease", "channel", f.pc.channel, "err", err)
+			return
+		}
+	}
+}
+
+// closePresenceTimeout bounds the leaves Close writes.
+const closePresenceTimeout = 2 * time.Second
+
+// presenceReset tells rc's sinks, if the channel's presence is in use here,
+// that announcements published while rc was not subscribed are lost
+// (Pub/Sub does not replay): a presence envelope with Reset and the
+// current count, read in its own goroutine (the caller is the read loop).
+func (b *Broker) presenceReset(rc *rchan) {
+	p := &b.presence
+	p.mu.Lock()
+	pc := p.chans[rc.channel]
+	inUse := pc != nil && (pc.watched || pc.set.Len() > 0)
+	p.mu.Unlock()
+	if !inUse {
+		return
+	}
+	b.wg.Go(func() {
+		for failures := 0; ; {
+			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			page, err := b.Members(ctx, rc.channel, 0, "")
+			cancel()
+			if err == nil {
+				rc.deliver(notify.NewPresence(notify.PresenceDiff{Channel: rc.channel, Count: page.Count, Reset: true}))
+				return
+			}
+			failures++
+			if !sleepCtx(b.ctx, backoff(failures)) {
+				return
+			}
+		}
+	})
+}
+
+// deliver hands a presence envelope to rc's sinks, unless rc was removed.
+func (rc *rchan) deliver(env *notify.Envelope) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if !rc.removed {
+		for _, sk := range rc.sinks {
+			sk.Deliver(env)
+		}
 	}
 }
 
@@ -531,12 +608,6 @@ func (s *shard) deliverPresence(rc *rchan, payload string) {
 		s.b.malformedLog.log(s.b.cfg.Logger, rc.channel, err)
 		return
 	}
-	rc.mu.Lock()
-	if !rc.removed {
-		for _, sk := range rc.sinks {
-			sk.Deliver(env)
-		}
-	}
-	rc.mu.Unlock()
+	rc.deliver(env)
 	s.b.watch(rc.channel)
 }

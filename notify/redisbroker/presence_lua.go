@@ -34,10 +34,21 @@ local function expire(now, max, changes)
   for i = 1, #gone do changes[#changes + 1] = '-' .. gone[i] end
   return #gone == max
 end
+-- announce publishes changes (leaves before joins) in payloads of at most
+-- 1000 (notify.MaxPresenceDiff), each with the count after its own
+-- changes, and returns the count.
 local function announce(changes)
   local count = redis.call('ZCARD', KEYS[1])
-  if #changes > 0 then
-    redis.call(ARGV[2], ARGV[3], 'p\n' .. count .. '\n' .. table.concat(changes, '\n'))
+  local c = count
+  for i = 1, #changes do
+    if string.byte(changes[i], 1) == 43 then c = c - 1 else c = c + 1 end
+  end
+  for i = 1, #changes, 1000 do
+    local last = math.min(i + 999, #changes)
+    for j = i, last do
+      if string.byte(changes[j], 1) == 43 then c = c + 1 else c = c - 1 end
+    end
+    redis.call(ARGV[2], ARGV[3], 'p\n' .. c .. '\n' .. table.concat(changes, '\n', i, last))
   end
   return count
 end

@@ -438,6 +438,7 @@ func (s *shard) onConfirm(name string) {
 	select {
 	case <-rc.confirmed:
 		s.b.stats.reconnects.Add(1)
+		s.b.presenceReset(rc)
 	default:
 		close(rc.confirmed)
 	}

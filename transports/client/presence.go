@@ -43,6 +43,9 @@ type presenceField struct {
 	Members []notify.Member `json:"members"`
 	Joins   []notify.Member `json:"joins"`
 	Leaves  []notify.Member `json:"leaves"`
+	// Reset: the server may have missed changes; with Members it sends
+	// the channel's members again, which replace the view.
+	Reset bool `json:"reset"`
 }
 
 // Presence returns channel's members, and false if the client's
@@ -84,7 +87,7 @@ func (c *Client) applyPresence(e *notify.Envelope) {
 		}
 		c.mu.Unlock()
 		return
-	case snapshot:
+	case snapshot, f.Reset && f.Members != nil:
 		v = &presenceView{members: make(map[notify.Member]struct{})}
 		c.presence[e.Channel] = v
 	}

@@ -137,6 +137,14 @@ func TestPresenceViewSnapshotsAndDiffs(t *testing.T) {
 		if p, _ := c.Presence("room.1"); p.Count != 1 || !slices.Equal(p.Members, []notify.Member{cat}) {
 			t.Fatalf("after a reconnection the view is %+v; want the new snapshot alone", p)
 		}
+		// A bare reset keeps the view; a reset with members replaces it.
+		f.give(t, notify.NewPresence(notify.PresenceDiff{Channel: "room.1", Count: 1, Reset: true}),
+			notify.NewPresenceSnapshot("room.1", notify.PresencePage{Count: 2, Members: []notify.Member{ann, ben}}),
+			msg("room.1", 4))
+		next(t, c)
+		if p, _ := c.Presence("room.1"); p.Count != 2 || !slices.Equal(p.Members, []notify.Member{ann, ben}) {
+			t.Fatalf("after a reset with members the view is %+v; want ann and ben", p)
+		}
 		errc := make(chan error, 1)
 		go func() { errc <- c.Unsubscribe(t.Context(), "room.1") }()
 		cmd := <-f.sent

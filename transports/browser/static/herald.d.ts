@@ -93,7 +93,7 @@ export interface Member {
 
 /** A channel's members as the client knows them: the subscribed notice's
  * snapshot with every change since applied in order ("presence" events,
- * Herald.presence()). */
+ * Herald.presence()); a presence reset with members replaces it. */
 export interface Presence {
   channel: string;
   /** The channel's member count, as the server last said. */

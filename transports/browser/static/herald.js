@@ -899,7 +899,8 @@ export class Herald {
    * Updates a channel's members from a subscribed notice (its snapshot
    * replaces them; none means the subscription has no presence) or a
    * presence envelope (its joins and leaves, keyed by connection, applied
-   * on top: the view converges on the channel's members), and emits a
+   * on top: the view converges on the channel's members; a reset with
+   * members replaces the view), and emits a
    * "presence" event.
    * @param {any} env
    */
@@ -912,8 +913,10 @@ export class Herald {
       return;
     }
     let view = this.#presence.get(ch);
-    if (snapshot) this.#presence.set(ch, (view = { count: 0, members: new Map() }));
-    if (!view) return; // a change without a snapshot is not this subscription's
+    if (!snapshot && !view) return; // a change without a snapshot is not this subscription's
+    // A reset with members (the server may have missed changes and read
+    // them again) replaces the view like a snapshot.
+    if (snapshot || (p.reset === true && Array.isArray(p.members))) this.#presence.set(ch, (view = { count: 0, members: new Map() }));
     const joins = arrayOf(p.joins), leaves = arrayOf(p.leaves);
     for (const m of [...arrayOf(p.members), ...joins]) view.members.set(m.conn, { user: m.user, conn: m.conn });
     for (const m of leaves) view.members.delete(m.conn);

@@ -666,6 +666,14 @@ test("presence: the snapshot, then joins and leaves applied in order; a reconnec
   // Malformed presence fields break nothing.
   es.event({ type: "presence", channel: "room.1", presence: { count: 2, joins: [null, 7, { user: "x" }] } });
   assert.deepEqual(c.presence("room.1").members, [ann, ben2]);
+  // A bare reset keeps the view; a reset with members replaces it.
+  es.event({ type: "presence", channel: "room.1", presence: { count: 2, reset: true } });
+  assert.deepEqual(c.presence("room.1").members, [ann, ben2]);
+  const zed = { user: "zed", conn: "z1" };
+  es.event({ type: "presence", channel: "room.1", presence: { count: 2, reset: true, members: [ann, zed] } });
+  assert.deepEqual(c.presence("room.1").members, [ann, zed], "a reset's members replace the view");
+  es.event({ type: "presence", channel: "room.1", presence: { count: 2, joins: [ben2], leaves: [zed] } });
+  assert.deepEqual(c.presence("room.1").members, [ann, ben2]);
 
   es.fail();
   await until(() => FakeEventSource.all.length === 2, "a reconnection");
