@@ -257,7 +257,7 @@ func targets(res *Results) string {
 	for _, g := range []struct {
 		tr  string
 		kib float64
-	}{{WS, 16}, {SSEH1, 20}, {SSEH2, 20}, {SSEH3, 48}, {H3, 48}} {
+	}{{WS, 16}, {SSEH1, 20}, {SSEH2, 20}, {SSEH3, 48}, {H3, 48}, {WT, 48}} {
 		if r := find(res, Idle, g.tr, 10000); r != nil && r.RSSPerConnKiB != nil {
 			line(fmt.Sprintf("idle memory %s ≤ %.0f KiB per connection", g.tr, g.kib),
 				fmt.Sprintf("%.1f KiB (server RSS, %d connections)", *r.RSSPerConnKiB, r.Subscribers), *r.RSSPerConnKiB <= g.kib)

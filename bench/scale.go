@@ -126,7 +126,7 @@ func scaleMethod(cfg Config) string {
 		"a worker that dies fails the scenario. Load generator CPU is the sum of the workers' and the bench's. "+
 		"Latency here is mostly the fan-out itself: each message is %d writes on the servers' core(s), and its last delivery waits for all of them. "+
 		"It runs on ws and sse-h1 only (the quick run: ws only), about 1.5 minutes each: SSE over HTTP/2 pays a TLS handshake per connection (under 1,000 connects/s in the idle scenario), "+
-		"and the QUIC transports (sse-h3, h3) a UDP socket per client (an open file each, within the same limits), a keep-alive PING every 5 s per connection "+
+		"and the QUIC transports (sse-h3, h3, wt) a UDP socket per client (an open file each, within the same limits), a keep-alive PING every 5 s per connection "+
 		"(some 14,000 packets/s at this count before any message) and 3–4 times WebSocket's server memory per idle connection: beyond the one core of load generator and the scenario's few minutes.",
 		p.clients, capped, inst, p.instances, fileLimit(), p.workers, pin, per, workerMaxClients, k, p.ramp, p.clients)
 }

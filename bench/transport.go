@@ -23,10 +23,11 @@ const (
 	SSEH2 = "sse-h2" // Server-Sent Events over HTTP/2 (TLS listener)
 	SSEH3 = "sse-h3" // Server-Sent Events over HTTP/3 (QUIC)
 	H3    = "h3"     // the NDJSON stream over HTTP/3 (QUIC)
+	WT    = "wt"     // a WebTransport session's NDJSON stream (QUIC)
 )
 
 // AllTransports in report order.
-var AllTransports = []string{WS, SSEH1, SSEH2, SSEH3, H3}
+var AllTransports = []string{WS, SSEH1, SSEH2, SSEH3, H3, WT}
 
 var transportDesc = map[string]string{
 	WS:    "WebSocket, HTTP/1.1",
@@ -34,6 +35,7 @@ var transportDesc = map[string]string{
 	SSEH2: "SSE, HTTP/2 (TLS)",
 	SSEH3: "SSE, HTTP/3 (QUIC)",
 	H3:    "NDJSON stream, HTTP/3 (QUIC)",
+	WT:    "WebTransport, HTTP/3 (QUIC)",
 }
 
 // wireCounter counts the bytes a set of client sockets sent and received.
@@ -186,7 +188,7 @@ func (e *dialEnv) dialQUIC(i int) func(ctx context.Context, addr string, tlsCfg 
 // clientConfig returns the client configuration of client i of this
 // transport, for an instance's base URLs.
 func (e *dialEnv) clientConfig(i int, plainURL, tlsURL string) client.Config {
-	// The reconnecting client's QUIC defaults, for h3 and sse-h3 alike:
+	// The reconnecting client's QUIC defaults, for h3, wt and sse-h3 alike:
 	// what a killed server costs them is what it costs a user's client.
 	quicCfg := client.DefaultQUICConfig()
 	switch e.transport {
@@ -214,6 +216,9 @@ func (e *dialEnv) clientConfig(i int, plainURL, tlsURL string) client.Config {
 		// dialQUIC counts the bytes and reroutes a killed instance's
 		// clients; each connection (h3.Client) has its own QUIC connection.
 		return client.Config{URL: tlsURL, Transport: client.HTTP3, TLSConfig: e.tls.Clone(),
+			QUICConfig: quicCfg, DialQUIC: e.dialQUIC(i)}
+	case WT:
+		return client.Config{URL: tlsURL, Transport: client.WebTransport, TLSConfig: e.tls.Clone(),
 			QUICConfig: quicCfg, DialQUIC: e.dialQUIC(i)}
 	}
 	panic(fmt.Sprintf("bench: unknown transport %q", e.transport))

@@ -50,7 +50,7 @@ func runBench(args []string, stdout io.Writer) error {
        herald bench report DIR   (re-render DIR/report.md and charts from DIR/results.json)
        herald bench peer --centrifugo PATH [flags]   (Herald against Centrifugo; see herald bench peer -h)
 
-Runs load scenarios on every transport (ws, sse-h1, sse-h2, sse-h3, h3)
+Runs load scenarios on every transport (ws, sse-h1, sse-h2, sse-h3, h3, wt)
 and writes results.json, report.md and SVG charts. By default it starts a
 private redis-server (or, with --redis-cluster N, a Redis Cluster of N
 masters) and --instances herald serve children on loopback; with --redis

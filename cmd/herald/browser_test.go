@@ -25,8 +25,10 @@ import (
 )
 
 // TestBrowserDemo drives the demo page in headless Chromium: the page,
-// loaded over HTTP/3 from the TLS listener, connects over WebSocket, SSE
-// and the fetch stream (HTTP/3), subscribes a channel at runtime, publishes
+// loaded over HTTP/3 from the TLS listener, connects over WebSocket, SSE,
+// the fetch stream (HTTP/3) and a WebTransport session (checked: no
+// fallback), subscribes a channel at runtime (a subscribe command on
+// WebSocket and WebTransport), publishes
 // through its WebSocket, and receives what POST /v1/publish sends. Then the
 // server restarts on the same ports (on Redis, so history survives), a
 // second instance publishes during the outage, and every transport receives
@@ -49,6 +51,10 @@ func TestBrowserDemo(t *testing.T) {
 	tab.waitSubscribed(t, "demo.news user:ada")
 	if proto := tab.eval(t, `performance.getEntriesByType("navigation")[0].nextHopProtocol`); proto != "h3" {
 		t.Errorf("the page came over %q; want h3 (Chromium forced to QUIC)", proto)
+	}
+	// WebTransport opened a session: no fallback to WebSocket.
+	if active := tab.eval(t, `herald.clients.webtransport.activeTransport`); active != "webtransport" {
+		t.Fatalf("the webtransport client runs on %q; want a WebTransport session\n%s", active, tab.output.String())
 	}
 
 	// A channel added at runtime: a subscribe command on WebSocket, a
@@ -117,7 +123,14 @@ func TestBrowserDemo(t *testing.T) {
 	if got := a.protocols("/v1/stream"); !slices.Equal(got, []string{"HTTP/3.0"}) {
 		t.Errorf("the restarted server saw /v1/stream over %v; want HTTP/3.0 only", got)
 	}
-	t.Logf("protocols after the restart: stream %v, sse %v, ws %v", a.protocols("/v1/stream"), a.protocols("/v1/sse"), a.protocols("/v1/ws"))
+	// The WebTransport client resumed on a new session, not on WebSocket.
+	if got := a.protocols("/v1/wt"); !slices.Equal(got, []string{"webtransport-h3"}) && !slices.Equal(got, []string{"webtransport"}) {
+		t.Errorf("the restarted server saw /v1/wt as %v; want WebTransport CONNECTs only", got)
+	}
+	if active := tab.eval(t, `herald.clients.webtransport.activeTransport`); active != "webtransport" {
+		t.Errorf("after the restart the webtransport client runs on %q", active)
+	}
+	t.Logf("protocols after the restart: stream %v, sse %v, ws %v, wt %v", a.protocols("/v1/stream"), a.protocols("/v1/sse"), a.protocols("/v1/ws"), a.protocols("/v1/wt"))
 	tab.screenshot(t, "demo.png")
 }
 
@@ -136,6 +149,15 @@ func TestBrowserDemoPlainHTTP(t *testing.T) {
 	tab.waitSubscribed(t, "demo.news user:bo")
 	want := []string{publish(t, s, testAPIKey, "demo.news", `{"text":"one"}`), publish(t, s, testAPIKey, "user:bo", `{"text":"two"}`)}
 	tab.waitReceived(t, want)
+	// No WebTransport session opens from a plain-HTTP page (the plain port
+	// serves no QUIC): the webtransport client fell back to WebSocket, at
+	// once, and received the same messages.
+	if active := tab.eval(t, `herald.clients.webtransport.activeTransport`); active != "ws" {
+		t.Errorf("on the plain-HTTP page the webtransport client runs on %q; want the WebSocket fallback", active)
+	}
+	if proto := tab.eval(t, `document.querySelector('[data-transport="webtransport"] [data-field="proto"]').textContent`); proto != "fell back to WebSocket" {
+		t.Errorf("the WebTransport panel says %q", proto)
+	}
 	tab.do(t, "disconnect the stream", chromedp.Click(chromedp.CSS(`[data-transport="stream"] [data-action="disconnect"]`)))
 	tab.waitFor(t, "the stream's HTTP version", `document.querySelector('[data-transport="stream"] [data-field="proto"]').textContent === "last stream: HTTP/1.1"`)
 	// Resume after a disconnect the application asked for.
@@ -157,6 +179,13 @@ type tab struct {
 // never skips it, when Chromium cannot be started. The whole browser lives
 // at most three minutes.
 func startBrowser(t *testing.T, s *server) *tab {
+	t.Helper()
+	return launchBrowser(t, s, true)
+}
+
+// launchBrowser is startBrowser; with trust false, Chromium is not told to
+// trust the development certificate (nor forced to QUIC).
+func launchBrowser(t *testing.T, s *server, trust bool) *tab {
 	t.Helper()
 	exe := os.Getenv("HERALD_CHROMIUM")
 	if exe == "" {
@@ -185,11 +214,14 @@ func startBrowser(t *testing.T, s *server) *tab {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("origin-to-force-quic-on", s.tlsAddr),
-		chromedp.Flag("ignore-certificate-errors-spki-list", devcert.SPKIHash(cert)),
 		chromedp.WindowSize(1280, 1100),
 		chromedp.CombinedOutput(out),
 	)
+	if trust {
+		opts = append(opts,
+			chromedp.Flag("origin-to-force-quic-on", s.tlsAddr),
+			chromedp.Flag("ignore-certificate-errors-spki-list", devcert.SPKIHash(cert)))
+	}
 	life, cancelLife := context.WithTimeout(context.Background(), 3*time.Minute)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(life, opts...)
 	ctx, cancelTab := chromedp.NewContext(alloc)
@@ -234,15 +266,21 @@ func (b *tab) do(t *testing.T, what string, actions ...chromedp.Action[chromedp.
 	}
 }
 
-func (b *tab) eval(t *testing.T, expr string) string {
+func (b *tab) eval(t *testing.T, expr string, opts ...chromedp.EvaluateOption) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr, opts...))
 	if err != nil {
 		b.fail(t, "evaluating "+expr, err)
 	}
 	return v
+}
+
+// evalAsync evaluates expr, a promise of a string, and waits for it.
+func (b *tab) evalAsync(t *testing.T, expr string) string {
+	t.Helper()
+	return b.eval(t, expr, chromedp.EvalAwaitPromise)
 }
 
 // waitFor waits up to 30 seconds for expr to be truthy.
@@ -275,8 +313,8 @@ func (b *tab) panels(t *testing.T) []panel {
 	if err := json.Unmarshal([]byte(b.eval(t, panelsJS)), &ps); err != nil {
 		t.Fatal(err)
 	}
-	if len(ps) != 3 {
-		t.Fatalf("the page shows %d transports; want 3", len(ps))
+	if len(ps) != 4 {
+		t.Fatalf("the page shows %d transports; want 4", len(ps))
 	}
 	return ps
 }

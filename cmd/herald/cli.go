@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/transports/h3"
 	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/ws"
+	"github.com/heraldhq/herald/transports/wt"
 )
 
 // clientFlags are the flags every client subcommand shares.
@@ -231,7 +232,7 @@ Examples:
 `)
 	var c clientFlags
 	c.register(fs)
-	transport := fs.String("transport", "ws", "ws, sse or h3")
+	transport := fs.String("transport", "ws", "ws, sse, h3 or wt")
 	user := fs.String("user", "", "with --api-key: mint a token for this user")
 	var channels listFlag
 	fs.Var(&channels, "channel", "channel to subscribe (repeatable), besides the user's own")
@@ -302,6 +303,11 @@ func (c *clientFlags) dial(ctx context.Context, transport, token string, channel
 			return nil, errors.New("listen: HTTP/3 needs an https:// --url (the TLS port)")
 		}
 		return h3.Dial(ctx, base+"/v1/stream", h3.DialOptions{Token: token, Channels: channels, Since: since, TLSConfig: tc})
+	case "wt":
+		if !strings.HasPrefix(base, "https://") {
+			return nil, errors.New("listen: WebTransport needs an https:// --url (the TLS port)")
+		}
+		return wt.Dial(ctx, base+"/v1/wt", wt.DialOptions{Token: token, Channels: channels, Since: since, TLSConfig: tc})
 	}
-	return nil, fmt.Errorf("listen: --transport %q is not ws, sse or h3", transport)
+	return nil, fmt.Errorf("listen: --transport %q is not ws, sse, h3 or wt", transport)
 }

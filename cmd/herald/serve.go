@@ -72,8 +72,8 @@ func serveFlags(args []string) (*serveConfig, error) {
 		fmt.Fprint(fs.Output(), `Usage: herald serve [flags]
 
 Runs a Herald server: WebSocket (/v1/ws) and SSE (/v1/sse) on the plain
-listener; HTTP/1.1, HTTP/2 and HTTP/3 (/v1/stream, /v1/sse) on the TLS
-listener (TCP and UDP on the same port). With no flags it runs for
+listener; HTTP/1.1, HTTP/2 and HTTP/3 (/v1/stream, /v1/sse) and WebTransport
+(/v1/wt) on the TLS listener (TCP and UDP on the same port). With no flags it runs for
 development: embedded memory broker, a generated secret and API key printed
 once, and a self-signed certificate generated and reused.
 

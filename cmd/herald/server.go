@@ -31,9 +31,9 @@ import (
 	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/heraldhq/herald/transports/ws"
+	"github.com/heraldhq/herald/transports/wt"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -53,7 +53,7 @@ type server struct {
 	closer   []func() // run in reverse order when the server stops
 
 	plain, secure *http.Server
-	quic          *http3.Server
+	quic          *wt.Server // HTTP/3 and WebTransport on the UDP side of the TLS port
 	quicLn        *h3.Listener
 	// resetKey derives the stateless-reset tokens of the QUIC
 	// connections: shared by every instance (--quic-reset-key, or derived
@@ -263,6 +263,7 @@ func (s *server) routes(a *api) *http.ServeMux {
 	mux.Handle("OPTIONS /v1/sse", sseHandler)
 	stream := h3.NewHandler(s.wire)
 	mux.Handle("/v1/stream", stream)
+	mux.Handle("/v1/wt", wt.NewHandler(s.wire))
 	mux.HandleFunc("POST /v1/token", a.token)
 	mux.HandleFunc("POST /v1/publish", a.publish)
 	mux.HandleFunc("GET /v1/history", a.history)
@@ -361,8 +362,8 @@ func (s *server) listen() (plainLn, tlsLn net.Listener, udp net.PacketConn, err 
 	quicTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
 	tlsCfg.SetSessionTicketKeys(s.ticketKeys)
 	quicTLS.SetSessionTicketKeys(s.ticketKeys)
-	s.quic = h3.NewServer(s.plain.Handler, quicTLS, s.wire)
-	if s.quicLn, err = h3.Listen(udp, quicTLS, s.wire, s.resetKey); err != nil {
+	s.quic = wt.NewServer(s.plain.Handler, quicTLS, s.wire)
+	if s.quicLn, err = h3.ListenQUIC(udp, quicTLS, wt.QUICConfig(s.wire), s.resetKey); err != nil {
 		plainLn.Close()
 		tcp.Close()
 		return nil, nil, nil, err

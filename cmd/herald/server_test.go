@@ -19,6 +19,7 @@ import (
 	"github.com/heraldhq/herald/transports/h3"
 	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/ws"
+	"github.com/heraldhq/herald/transports/wt"
 )
 
 const testAPIKey = "test-api-key-0123456789"
@@ -123,8 +124,9 @@ func next(t *testing.T, r reader, typ string) *notify.Envelope {
 }
 
 // TestEveryTransportEndToEnd: a token from the REST API opens WebSocket,
-// SSE over HTTP/1.1 and over HTTP/3, and the HTTP/3 stream; one REST publish
-// reaches all four with the same envelope.
+// SSE over HTTP/1.1 and over HTTP/3, the HTTP/3 stream and a WebTransport
+// session (on the same UDP port); one REST publish reaches all five with the
+// same envelope.
 func TestEveryTransportEndToEnd(t *testing.T) {
 	s := startServer(t)
 	tok := mint(t, s, "42", []string{"news"}, nil)
@@ -150,7 +152,12 @@ func TestEveryTransportEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hc.Close()
-	clients := map[string]reader{"ws": wc, "sse": sc, "h3": hc}
+	wtc, err := wt.Dial(ctx, "https://"+s.tlsAddr+"/v1/wt", wt.DialOptions{Token: tok, Channels: []string{"news"}, TLSConfig: tlsCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wtc.Close()
+	clients := map[string]reader{"ws": wc, "sse": sc, "h3": hc, "wt": wtc}
 	for name, c := range clients {
 		for i := 0; i < 2; i++ {
 			if e := next(t, c, notify.TypeSubscribed); e.Channel != "user:42" && e.Channel != "news" {

@@ -61,6 +61,7 @@ func TestConfigDefaults(t *testing.T) {
 		{URL: "ftp://h"},
 		{URL: "http://h", Transport: "carrier-pigeon"},
 		{URL: "http://h", Transport: HTTP3},
+		{URL: "http://h", Transport: WebTransport},
 		{URL: "http://h", Backoff: Backoff{Factor: 0.5}},
 		{URL: "http://h", Channels: []string{"a b"}},
 		{URL: "http://h", Channels: []string{"a", "b"}, Since: "1-0"},
@@ -82,6 +83,7 @@ func TestEndpoint(t *testing.T) {
 		{"https://h:8443/", WebSocket, "wss://h:8443/v1/ws"},
 		{"http://h:8080/herald", SSE, "http://h:8080/herald/v1/sse"},
 		{"https://h:8443", HTTP3, "https://h:8443/v1/stream"},
+		{"https://h:8443/p/", WebTransport, "https://h:8443/p/v1/wt"},
 	}
 	for _, c := range cases {
 		if got, err := endpoint(c.base, c.tr); err != nil || got != c.want {

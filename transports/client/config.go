@@ -29,6 +29,10 @@ const (
 	// HTTP3: an NDJSON stream over HTTP/3, POST /v1/stream, both
 	// directions. Needs an https URL.
 	HTTP3 Transport = "h3"
+	// WebTransport: a WebTransport session over HTTP/3, CONNECT /v1/wt,
+	// with one bidirectional NDJSON stream, both directions; the same
+	// QUIC settings (QUICConfig, DialQUIC) as HTTP3. Needs an https URL.
+	WebTransport Transport = "wt"
 )
 
 // Config configures a Client. Zero values are the defaults.
@@ -38,7 +42,7 @@ type Config struct {
 	// proxy. The client derives the endpoint of its transport from it
 	// (/v1/ws with a ws:// or wss:// scheme, /v1/sse, /v1/stream).
 	URL string
-	// Transport is WebSocket, SSE or HTTP3. Default WebSocket.
+	// Transport is WebSocket, SSE, HTTP3 or WebTransport. Default WebSocket.
 	Transport Transport
 	// Token returns a connect token. It is called before every connection
 	// attempt (tokens are short-lived and may be single-use), and on a
@@ -98,14 +102,14 @@ type Config struct {
 	// a dead server), and its Dial field to the same kind of hook. The
 	// client never builds an HTTP/3 transport for SSE itself.
 	HTTPClient *http.Client
-	// QUICConfig is the QUIC configuration of the HTTP3 transport's
-	// connections; nil means DefaultQUICConfig(). It is copied for every
-	// connection. Its KeepAlivePeriod and MaxIdleTimeout decide how soon a
+	// QUICConfig is the QUIC configuration of the HTTP3 and WebTransport
+	// transports' connections; nil means DefaultQUICConfig(). It is
+	// copied for every connection. Its KeepAlivePeriod and MaxIdleTimeout decide how soon a
 	// server that vanished without closing is noticed (see
 	// DefaultQUICConfig). WebSocket and SSE ignore it.
 	QUICConfig *quic.Config
-	// DialQUIC, if set, opens the QUIC connection of every HTTP3
-	// connection attempt, as http3.Transport.Dial does (see
+	// DialQUIC, if set, opens the QUIC connection of every HTTP3 and
+	// WebTransport connection attempt, as http3.Transport.Dial does (see
 	// h3.DialOptions.Dial): to count or wrap the UDP socket, choose its
 	// source address, or route addr (the URL's host:port) elsewhere. It is
 	// given the TLS configuration (TLSConfig with ServerName and ALPN set)
@@ -276,9 +280,9 @@ func withSessionCache(tlsCfg *tls.Config) *tls.Config {
 // validate reports the first thing wrong with cfg (defaults applied).
 func (cfg *Config) validate() error {
 	switch cfg.Transport {
-	case WebSocket, SSE, HTTP3:
+	case WebSocket, SSE, HTTP3, WebTransport:
 	default:
-		return fmt.Errorf("client: unknown transport %q (want ws, sse or h3)", cfg.Transport)
+		return fmt.Errorf("client: unknown transport %q (want ws, sse, h3 or wt)", cfg.Transport)
 	}
 	if f := cfg.Backoff.Factor; f < 1 || math.IsInf(f, 0) || math.IsNaN(f) {
 		return fmt.Errorf("client: backoff factor %v is not a finite number ≥ 1", f)
@@ -319,6 +323,11 @@ func endpoint(base string, t Transport) (string, error) {
 			return "", fmt.Errorf("client: URL %q: HTTP/3 needs https", base)
 		}
 		u.Path = prefix + "/v1/stream"
+	case WebTransport:
+		if u.Scheme != "https" {
+			return "", fmt.Errorf("client: URL %q: WebTransport needs https", base)
+		}
+		u.Path = prefix + "/v1/wt"
 	}
 	u.RawPath = ""
 	return u.String(), nil

@@ -8,10 +8,11 @@ import (
 	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/heraldhq/herald/transports/ws"
+	"github.com/heraldhq/herald/transports/wt"
 )
 
 // conn is one connection of any transport: what the reconnect loop needs
-// of the three single-connection dialers.
+// of the single-connection dialers.
 type conn interface {
 	// Read returns the next envelope, or why the connection ended. One
 	// goroutine reads.
@@ -51,6 +52,18 @@ func dialer(cfg *Config, endpoint string) dialFunc {
 			c, err := h3.Dial(ctx, endpoint, h3.DialOptions{
 				Token: req.Token, Channels: req.Channels, Since: req.Since,
 				Duplex: true, TLSConfig: cfg.TLSConfig, Header: cfg.Header, ReadLimit: cfg.ReadLimit,
+				QUICConfig: cfg.QUICConfig, Dial: cfg.DialQUIC,
+			})
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	case WebTransport:
+		return func(ctx context.Context, req dialRequest) (conn, error) {
+			c, err := wt.Dial(ctx, endpoint, wt.DialOptions{
+				Token: req.Token, Channels: req.Channels, Since: req.Since,
+				TLSConfig: cfg.TLSConfig, Header: cfg.Header, ReadLimit: cfg.ReadLimit,
 				QUICConfig: cfg.QUICConfig, Dial: cfg.DialQUIC,
 			})
 			if err != nil {

@@ -1,7 +1,7 @@
 // Package client is Herald's reconnecting Go client: one API over the
-// three transports (WebSocket, SSE, HTTP/3 streams), built on their
+// transports (WebSocket, SSE, HTTP/3 streams, WebTransport), built on their
 // single-connection dialers (transports/ws, transports/sse,
-// transports/h3).
+// transports/h3, transports/wt).
 //
 //	c, err := client.New(client.Config{
 //		URL:       "https://herald.example:8443",
@@ -42,7 +42,8 @@
 // transport. A server process that dies has its TCP connections
 // (WebSocket, SSE over HTTP/1.1 and HTTP/2) reset by its kernel at once;
 // a host or network path that vanished is noticed over TCP only by TCP
-// keep-alive, in minutes. A killed QUIC server (HTTP3, SSE over HTTP/3)
+// keep-alive, in minutes. A killed QUIC server (HTTP3, WebTransport, SSE over
+// HTTP/3)
 // sends no close. Its host's kernel answers the client's next packet (a
 // keep-alive at the latest) with ICMP port unreachable, which the HTTP3
 // dialer's connected UDP socket hears (ConnectedUDP): the connection ends
@@ -50,9 +51,9 @@
 // stateless reset instead. Where neither comes back (a host or path
 // gone) the client notices at the QUIC idle timeout (DefaultQUICConfig:
 // keep-alive + idle timeout; quic-go's defaults take up to 40 s).
-// Config.QUICConfig changes it for HTTP3; SSE over HTTP/3 takes its
+// Config.QUICConfig changes it for HTTP3 and WebTransport; SSE over HTTP/3 takes its
 // settings from the *http3.Transport in Config.HTTPClient. Config.DialQUIC
-// opens HTTP3's QUIC connections, every attempt anew.
+// opens HTTP3's and WebTransport's QUIC connections, every attempt anew.
 //
 // The SSE path goes through sse.Dial, which uses r3labs/sse/v2's client
 // for one stream with its own retries off. Its traps (a clean end of

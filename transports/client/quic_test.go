@@ -157,8 +157,14 @@ func TestDialQUICEveryReconnect(t *testing.T) {
 // the QUICConfig's idle timeout (here 0.5 s, against 60 s on the server),
 // and the client reconnects and resumes what was published meanwhile.
 func TestQUICIdleTimeoutReconnects(t *testing.T) {
+	for _, tr := range []Transport{HTTP3, WebTransport} {
+		t.Run(string(tr), func(t *testing.T) { testQUICIdleTimeoutReconnects(t, tr) })
+	}
+}
+
+func testQUICIdleTimeoutReconnects(t *testing.T, tr Transport) {
 	s := startTestServer(t)
-	cfg, _ := s.config(HTTP3, "42", "news")
+	cfg, _ := s.config(tr, "42", "news")
 	cfg.Since = "news=0-0" // everything, however soon it is published
 	const keepAlive, idle = 100 * time.Millisecond, 500 * time.Millisecond
 	cfg.QUICConfig = &quic.Config{KeepAlivePeriod: keepAlive, MaxIdleTimeout: idle}
@@ -201,8 +207,14 @@ func TestQUICIdleTimeoutReconnects(t *testing.T) {
 // 60 s, and the client reconnects. The bound is generous: this is not a
 // speed test.
 func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
+	for _, tr := range []Transport{HTTP3, WebTransport} {
+		t.Run(string(tr), func(t *testing.T) { testQUICDefaultsNoticeSilentServer(t, tr) })
+	}
+}
+
+func testQUICDefaultsNoticeSilentServer(t *testing.T, tr Transport) {
 	s := startTestServer(t)
-	cfg, _ := s.config(HTTP3, "42", "news")
+	cfg, _ := s.config(tr, "42", "news")
 	d := &quicDialer{}
 	cfg.DialQUIC = d.dial
 	st, _ := runConnected(t, cfg)

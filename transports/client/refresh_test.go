@@ -60,7 +60,7 @@ func reconnects(st *states) int {
 // On duplex transports the client refreshes its token on the connection:
 // past several expiries, no reconnect, no loss, no duplicate.
 func TestRefreshKeepsDuplexConnection(t *testing.T) {
-	for _, tr := range []Transport{WebSocket, HTTP3} {
+	for _, tr := range []Transport{WebSocket, HTTP3, WebTransport} {
 		t.Run(string(tr), func(t *testing.T) {
 			s, tokens, st, c := expiringClient(t, tr)
 			publishAcross(t, s, c, 3500*time.Millisecond)
@@ -81,7 +81,7 @@ func TestRefreshKeepsDuplexConnection(t *testing.T) {
 // is ended with token_expired; the client reconnects at once with a new
 // token and resumes: no loss, no duplicate.
 func TestExpiryWithoutRefreshReconnectsAndResumes(t *testing.T) {
-	for _, tr := range []Transport{WebSocket, HTTP3} {
+	for _, tr := range []Transport{WebSocket, HTTP3, WebTransport} {
 		t.Run(string(tr), func(t *testing.T) {
 			s, tokens, st, c := expiringClient(t, tr)
 			tokens.fail.Store(1)

@@ -15,7 +15,7 @@ import (
 	"github.com/heraldhq/herald/transports/wire"
 )
 
-var transports = []Transport{WebSocket, SSE, HTTP3}
+var transports = []Transport{WebSocket, SSE, HTTP3, WebTransport}
 
 // Promise 3 through the client, on every transport: a numbered sequence
 // published on two channels (a topic and the user's own) while the
@@ -127,7 +127,7 @@ func publishWithDrops(s *testServer, tr Transport, rounds, perRound int) error {
 		if r < rounds {
 			dropped = s.hub().Conns()
 			switch {
-			case r%3 == 2 && tr != HTTP3:
+			case r%3 == 2 && tr != HTTP3 && tr != WebTransport:
 				s.tcp.cutAll() // the network fails: no goodbye
 			case r%3 == 0:
 				s.dropAll(notify.ErrLagged)

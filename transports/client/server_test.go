@@ -23,11 +23,12 @@ import (
 	"github.com/heraldhq/herald/transports/sse"
 	"github.com/heraldhq/herald/transports/wire"
 	"github.com/heraldhq/herald/transports/ws"
+	"github.com/heraldhq/herald/transports/wt"
 )
 
 // testServer is a Herald server assembled from the public packages, as
 // cmd/herald does: a memory broker, and in front of it one "instance" (a
-// hub and the three transport handlers) at a time, reached through a
+// hub and the transport handlers) at a time, reached through a
 // plain HTTP listener (WebSocket, SSE) and an HTTP/3 listener on UDP with
 // a development certificate. Swapping the instance plays a load balancer
 // sending a drained client to another instance on the same broker. The
@@ -42,6 +43,7 @@ type testServer struct {
 	pool   *x509.CertPool
 	cert   tls.Certificate // the HTTP/3 servers'
 	route  http.Handler    // to the current instance
+	h3     *h3Instance     // the HTTP/3 server at h3Addr (restartH3 replaces it)
 
 	hubCfg  notify.HubConfig
 	wireCfg wire.Config
@@ -104,6 +106,7 @@ func (s *testServer) newInstance() *instance {
 	mux.Handle("/v1/ws", ws.NewHandler(cfg))
 	mux.Handle("/v1/sse", sse.NewHandler(cfg))
 	mux.Handle("/v1/stream", h3.NewHandler(cfg))
+	mux.Handle("/v1/wt", wt.NewHandler(cfg))
 	return &instance{hub: hub, mux: mux}
 }
 
@@ -124,8 +127,8 @@ func (s *testServer) startH3(handler http.Handler) {
 		s.t.Fatal(err)
 	}
 	s.cert, s.route = cert, handler
-	in := s.startH3Instance(&tls.Config{Certificates: []tls.Certificate{cert}})
-	s.h3Addr, s.pool = in.addr, devcert.Pool(cert)
+	s.h3 = s.startH3Instance(&tls.Config{Certificates: []tls.Certificate{cert}})
+	s.h3Addr, s.pool = s.h3.addr, devcert.Pool(cert)
 }
 
 // h3Instance is one HTTP/3 server on its own UDP socket, serving the test
@@ -134,6 +137,10 @@ func (s *testServer) startH3(handler http.Handler) {
 type h3Instance struct {
 	addr string
 	udp  *net.UDPConn
+	tls  *tls.Config
+	// stop stops it, as a killed process would (CONNECTION_CLOSE to every
+	// client, the socket released); idempotent.
+	stop func()
 }
 
 // startH3Instance serves HTTP/3 with tlsCfg (which holds the certificate
@@ -144,18 +151,57 @@ func (s *testServer) startH3Instance(tlsCfg *tls.Config) *h3Instance {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	srv := h3.NewServer(s.route, tlsCfg, s.wireCfg)
+	return s.serveH3(udp, tlsCfg)
+}
+
+// serveH3 serves HTTP/3 and WebTransport on udp with tlsCfg, as
+// cmd/herald does: one socket, one wt.Server.
+func (s *testServer) serveH3(udp *net.UDPConn, tlsCfg *tls.Config) *h3Instance {
+	srv := wt.NewServer(s.route, tlsCfg, s.wireCfg)
+	ln, err := h3.ListenQUIC(udp, tlsCfg, wt.QUICConfig(s.wireCfg), nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(udp) }()
-	in := &h3Instance{addr: udp.LocalAddr().String(), udp: udp}
-	s.t.Cleanup(func() {
-		_ = srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			s.t.Errorf("h3 serve: %v", err)
-		}
-		_ = udp.Close()
-	})
+	go func() { served <- srv.ServeListener(ln) }()
+	in := &h3Instance{addr: udp.LocalAddr().String(), udp: udp, tls: tlsCfg}
+	var once sync.Once
+	in.stop = func() {
+		once.Do(func() {
+			_ = srv.Close()
+			if err := <-served; !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				s.t.Errorf("h3 serve: %v", err)
+			}
+			_ = ln.Close()
+			_ = udp.Close()
+		})
+	}
+	s.t.Cleanup(in.stop)
 	return in
+}
+
+// stopH3 stops the HTTP/3 server at h3Addr.
+func (s *testServer) stopH3() { s.h3.stop() }
+
+// restartH3 stops the HTTP/3 server at h3Addr and serves again on the same
+// address (retried: the port may take a moment to be free again).
+func (s *testServer) restartH3() {
+	s.h3.stop()
+	addr, err := net.ResolveUDPAddr("udp", s.h3Addr)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		udp, err := net.ListenUDP("udp", addr)
+		if err == nil {
+			s.h3 = s.serveH3(udp, s.h3.tls)
+			return
+		}
+		if i == 100 {
+			s.t.Fatalf("relisten on %s: %v", s.h3Addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // trackingListener keeps every accepted connection, hijacked WebSockets
@@ -217,7 +263,7 @@ func (s *testServer) config(transport Transport, user string, channels ...string
 		Channels:  channels,
 		Backoff:   Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 	}
-	if transport == HTTP3 {
+	if transport == HTTP3 || transport == WebTransport {
 		cfg.URL = "https://" + s.h3Addr
 		cfg.TLSConfig = &tls.Config{RootCAs: s.pool}
 	}

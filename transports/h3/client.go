@@ -76,8 +76,8 @@ type Client struct {
 	send   *io.PipeWriter     // the request body: commands; nil if one-way
 	sendMu chan struct{}      // capacity 1: one command line at a time
 
-	lines   lineReader // owned by Read
-	lastErr error      // the last envelope's error, if it was one without ref; owned by Read
+	lines   wire.LineReader // owned by Read
+	lastErr error           // the last envelope's error, if it was one without ref; owned by Read
 
 	closeOnce sync.Once
 	closeErr  error
@@ -146,7 +146,7 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Client, error)
 	if limit <= 0 {
 		limit = 16 << 20
 	}
-	c.lines = lineReader{r: resp.Body, max: limit}
+	c.lines = wire.NewLineReader(resp.Body, limit)
 	return c, nil
 }
 
@@ -166,7 +166,7 @@ func (c *Client) Read(ctx context.Context) (*notify.Envelope, error) {
 	stop := context.AfterFunc(ctx, c.cancel)
 	defer stop()
 	for {
-		line, err := c.lines.next()
+		line, err := c.lines.Next()
 		if err != nil {
 			return nil, c.readError(ctx, err)
 		}
@@ -193,9 +193,9 @@ func (c *Client) readError(ctx context.Context, err error) error {
 		return c.lastErr
 	case err == io.EOF:
 		return io.EOF
-	case errors.Is(err, errLineTooLong):
+	case errors.Is(err, wire.ErrLineTooLong):
 		c.cancel()
-		return fmt.Errorf("h3: an envelope is longer than %d bytes", c.lines.max)
+		return fmt.Errorf("h3: an envelope is longer than %d bytes", c.lines.Max())
 	}
 	return fmt.Errorf("h3: read: %w", err)
 }

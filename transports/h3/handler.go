@@ -2,7 +2,6 @@ package h3
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"time"
 
@@ -49,7 +48,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST, OPTIONS")
-		writeStatusError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET to listen or POST to listen and send commands")
+		wire.WriteStatusError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET to listen or POST to listen and send commands")
 		return
 	}
 	// The handler's goroutine is the writer: a wire loop writer.
@@ -106,20 +105,4 @@ func (s *stream) close() {
 		_ = s.RC.SetReadDeadline(time.Now())
 	}
 	<-s.readerDone
-}
-
-// writeStatusError answers with the JSON error body of wire.WriteError,
-// for a status that no notify error kind maps to.
-func writeStatusError(w http.ResponseWriter, status int, code, message string) {
-	var body struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	body.Error.Code, body.Error.Message = code, message
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
 }

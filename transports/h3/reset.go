@@ -95,8 +95,15 @@ type Listener struct {
 // resets, as quic-go's default). tlsCfg needs a certificate; ALPN h3 is
 // set. Closing the Listener closes its transport, not conn.
 func Listen(conn net.PacketConn, tlsCfg *tls.Config, cfg wire.Config, key *quic.StatelessResetKey) (*Listener, error) {
+	return ListenQUIC(conn, tlsCfg, QUICConfig(cfg), key)
+}
+
+// ListenQUIC is Listen with the QUIC configuration given (a server that
+// shares the port with WebTransport needs QUICConfig(cfg) with datagrams
+// and partial-delivery resets on: wt.QUICConfig).
+func ListenQUIC(conn net.PacketConn, tlsCfg *tls.Config, qcfg *quic.Config, key *quic.StatelessResetKey) (*Listener, error) {
 	tr := &quic.Transport{Conn: conn, StatelessResetKey: key}
-	ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(tlsCfg), QUICConfig(cfg))
+	ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(tlsCfg), qcfg)
 	if err != nil {
 		_ = tr.Close()
 		return nil, err

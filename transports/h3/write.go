@@ -32,10 +32,5 @@ func (s *stream) writerOptions() *wire.WriterOptions {
 // Append implements wire.Output: NDJSON, a message's shared encoding
 // copied, never re-encoded.
 func (s *stream) Append(frame []byte, e *notify.Envelope, _ int) []byte {
-	if e.Type == notify.TypeMessage {
-		frame = append(frame, e.JSON()...)
-	} else {
-		frame = e.AppendJSON(frame)
-	}
-	return append(frame, '\n')
+	return wire.AppendNDJSON(frame, e)
 }

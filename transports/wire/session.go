@@ -449,20 +449,28 @@ func Status(err error) int {
 // its status. Internal errors are not described to the client.
 func WriteError(w http.ResponseWriter, err error) {
 	status := Status(err)
-	body := struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}{}
 	e := notify.ErrorEnvelope(err, "")
-	body.Error.Code, body.Error.Message = e.Code, e.Message
+	code, message := e.Code, e.Message
 	if status == http.StatusInternalServerError {
-		body.Error.Code, body.Error.Message = "internal", "internal error"
+		code, message = "internal", "internal error"
 	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}
+	WriteStatusError(w, status, code, message)
+}
+
+// WriteStatusError answers a request with status and the JSON body
+// {"error":{"code","message"}}, for a status that no notify error kind
+// maps to (a wrong method, a request that is not a WebTransport CONNECT).
+func WriteStatusError(w http.ResponseWriter, status int, code, message string) {
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.Code, body.Error.Message = code, message
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

@@ -2,8 +2,11 @@
 // wire protocol.
 
 /** "ws": WebSocket (both ways). "sse": EventSource. "stream": fetch() of
- * GET /v1/stream (NDJSON), over HTTP/3 when the browser negotiates it. */
-export type Transport = "ws" | "sse" | "stream";
+ * GET /v1/stream (NDJSON), over HTTP/3 when the browser negotiates it.
+ * "webtransport": a WebTransport session on /v1/wt (HTTP/3, both ways, one
+ * NDJSON stream); where the browser has no WebTransport, or a first
+ * session cannot open, the client uses "ws" instead (see activeTransport). */
+export type Transport = "ws" | "sse" | "stream" | "webtransport";
 
 export type State = "idle" | "connecting" | "connected" | "reconnecting" | "closed";
 
@@ -17,7 +20,7 @@ export interface Backoff {
 
 /** A token, or a function called before every connection attempt that
  * returns one (tokens may be single-use and short-lived). When the server
- * says the token is expiring, a WebSocket connection calls it again and
+ * says the token is expiring, a WebSocket or WebTransport connection calls it again and
  * sends the new token in a `refresh` command (the connection stays); an
  * EventSource or fetch stream reconnects with a new one ("expiring") and
  * resumes. A connection not refreshed in time is closed with code 4002
@@ -50,6 +53,11 @@ export interface HeraldOptions {
   WebSocket?: typeof WebSocket;
   EventSource?: typeof EventSource;
   fetch?: typeof fetch;
+  WebTransport?: typeof WebTransport;
+  /** "webtransport" only: certificates to trust by hash instead of the
+   * browser's roots (new WebTransport's option; each an ECDSA certificate
+   * valid for less than 14 days), e.g. for a development server. */
+  serverCertificateHashes?: { algorithm: "sha-256"; value: BufferSource }[];
 }
 
 /** A message, as every transport delivers it. */
@@ -119,7 +127,8 @@ export interface Gap {
 export interface Cause {
   /** "failed": could not connect (network, or refused: browsers do not
    * tell WebSocket and EventSource which). "refused": the stream's HTTP
-   * error (see status and code). "closed": the WebSocket closed (see code).
+   * error (see status and code). "closed": the WebSocket or the
+   * WebTransport session closed (see code).
    * "ended": the SSE or stream response ended. "network": the stream failed
    * mid-way. "token": the token callback failed. "expiring": the server said
    * the token expires and this one-way stream reconnects with a new one.
@@ -128,13 +137,18 @@ export interface Cause {
    * "lagged"). "timeout": a WebSocket ping went unanswered. "resubscribe":
    * SSE or stream reconnects with a new channel set. */
   reason: "failed" | "refused" | "closed" | "ended" | "network" | "token" | "advice" | "error" | "timeout" | "resubscribe" | "expiring";
-  /** A WebSocket close code (1006, 4000…), or the server's error or advice code. */
+  /** A WebSocket close code (1006, 4000…), a WebTransport session error
+   * code (the same numbers: docs/protocol.md), or the server's error or
+   * advice code. */
   code?: string | number;
   /** The HTTP status of a refused stream. */
   status?: number;
   message?: string;
-  /** The wait the server advised, or 0 for a resubscription. */
+  /** The wait the server advised, or 0 for a resubscription or a fallback. */
   delay?: number;
+  /** A WebTransport session could not open before any had: the next
+   * connection uses WebSocket. */
+  fallback?: boolean;
 }
 
 export type StateChange =
@@ -187,6 +201,9 @@ export class HeraldError extends Error {
 export class Herald {
   constructor(options: HeraldOptions);
   readonly transport: Transport;
+  /** The transport of the current (or last) connection: transport, or "ws"
+   * for a "webtransport" client that fell back. */
+  readonly activeTransport: Transport;
   readonly state: State;
   /** The channels asked for (the user's own is subscribed as well). */
   readonly channels: string[];
@@ -203,20 +220,24 @@ export class Herald {
   connect(): this;
   /** Closes the connection and stops reconnecting; keeps the positions. */
   close(): void;
-  /** WebSocket: a subscribe command; SSE and stream: reconnect with the new
+  /** WebSocket, WebTransport: a subscribe command; SSE and stream: reconnect with the new
    * channel set. since: the position to resume from. */
   subscribe(channel: string, options?: { since?: string }): void;
   unsubscribe(channel: string): void;
   /** The channel's members, or undefined if the subscription takes no part
    * in its presence. */
   presence(channel: string): Presence | undefined;
-  /** WebSocket only: resolves with the message's ID once acknowledged;
+  /** WebSocket and WebTransport only: resolves with the message's ID once acknowledged;
    * rejects with a HeraldError (the server's code, or not_connected,
    * disconnected, timeout, unsupported). */
   publish(channel: string, data: unknown, options?: { event?: string; timeout?: number }): Promise<string>;
 }
 
 export const TRANSPORTS: readonly Transport[];
+/** The transport a connection of a client asking for transport uses:
+ * "webtransport" becomes "ws" without WebTransport, or after a session
+ * failed to open before any opened. */
+export function chooseTransport(transport: Transport, history: { hasWebTransport: boolean; failed: boolean; opened: boolean }): Transport;
 export const DEFAULT_BACKOFF: Readonly<Backoff>;
 
 /** -1, 0 or 1 as a is before, equal to or after b ("<ms>-<seq>" IDs);

@@ -5,7 +5,8 @@
 //	import { Herald } from "/herald.js";
 //
 //	const herald = new Herald({
-//	  transport: "ws", // or "sse" (EventSource), "stream" (fetch, HTTP/3 when the browser negotiates it)
+//	  transport: "ws", // or "sse" (EventSource), "stream" (fetch, HTTP/3 when the browser negotiates it),
+//	                   // "webtransport" (HTTP/3; falls back to "ws" where the browser lacks it)
 //	  token: () => fetch("/my-backend/herald-token").then((r) => r.text()),
 //	  channels: ["news"],
 //	});
@@ -23,26 +24,30 @@
 // after a channel's position are dropped, so nothing is delivered twice; a
 // `gap` event says when the server no longer held what was missed.
 
-/** @typedef {"ws" | "sse" | "stream"} Transport */
+/** @typedef {"ws" | "sse" | "stream" | "webtransport"} Transport */
 /** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "closed"} State */
 /** @typedef {{min: number, max: number, factor: number}} Backoff */
 /**
  * Why a connection ended or could not be made.
  * @typedef {object} Cause
  * @property {string} reason "failed", "closed", "ended", "refused", "network", "token", "advice", "error", "timeout", "resubscribe" or "expiring"
- * @property {string | number} [code] a WebSocket close code, or an error/advice code of the server
+ * @property {string | number} [code] a WebSocket close code, a WebTransport session error code, or an error/advice code of the server
  * @property {number} [status] the HTTP status of a refused stream
  * @property {string} [message]
- * @property {number} [delay] the delay the server advised, or 0 for a resubscription
+ * @property {number} [delay] the delay the server advised, or 0 for a resubscription or a fallback
+ * @property {boolean} [fallback] a WebTransport session that could not open: the next connection uses WebSocket
  */
 
 /** The transports, in the order the demo page shows them. */
-export const TRANSPORTS = Object.freeze(/** @type {Transport[]} */ (["ws", "sse", "stream"]));
+export const TRANSPORTS = Object.freeze(/** @type {Transport[]} */ (["ws", "sse", "stream", "webtransport"]));
 
 /** The default backoff: the first retry within 0.5 s, doubling up to 30 s. */
 export const DEFAULT_BACKOFF = Object.freeze({ min: 500, max: 30_000, factor: 2 });
 
-const PATHS = { ws: "v1/ws", sse: "v1/sse", stream: "v1/stream" };
+const PATHS = { ws: "v1/ws", sse: "v1/sse", stream: "v1/stream", webtransport: "v1/wt" };
+
+// The transports that carry commands (subscribe, publish, refresh).
+const DUPLEX = new Set(["ws", "webtransport"]);
 
 // The position of a channel whose subscribed notice had no id: the channel
 // had no message yet, and "0-0" precedes every ID.
@@ -61,7 +66,26 @@ const CLOSE_TEXT = {
   1013: "the broker is unavailable; try again later",
   4000: "lagged: the client fell too far behind",
   4001: "heartbeat timeout",
+  4002: "the token expired",
+  4003: "no stream was opened on the WebTransport session",
 };
+
+/**
+ * The transport a connection uses when transport was asked for: a
+ * "webtransport" client uses WebSocket where the browser has no
+ * WebTransport, and once a session failed to open before any had opened
+ * (a network or proxy without HTTP/3, a page not served over https). Once a
+ * session has opened, failures are retried on WebTransport like any lost
+ * connection.
+ * @param {Transport} transport
+ * @param {{hasWebTransport: boolean, failed: boolean, opened: boolean}} history
+ * @returns {Transport}
+ */
+export function chooseTransport(transport, { hasWebTransport, failed, opened }) {
+  if (transport !== "webtransport") return transport;
+  if (!hasWebTransport || (failed && !opened)) return "ws";
+  return "webtransport";
+}
 
 /** An error of the server (its code and message) or of the client. */
 export class HeraldError extends Error {
@@ -272,6 +296,12 @@ export class Herald {
   /** @type {typeof WebSocket} */ #WebSocket;
   /** @type {typeof EventSource} */ #EventSource;
   /** @type {typeof fetch} */ #fetch;
+  /** @type {any} the WebTransport constructor, if the browser has one */ #WebTransport;
+  /** @type {object | undefined} options of new WebTransport (serverCertificateHashes) */ #wtOptions;
+  /** WebTransport history, for chooseTransport. */
+  #wt = { failed: false, opened: false };
+  /** @type {Transport} the transport of the current (or last) connection */
+  #active;
 
   /** Channels asked for, by the options or subscribe(). */
   #channels = new Set();
@@ -321,6 +351,9 @@ export class Herald {
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.#EventSource = options.EventSource ?? globalThis.EventSource;
     this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    this.#WebTransport = options.WebTransport ?? globalThis.WebTransport;
+    if (options.serverCertificateHashes) this.#wtOptions = { serverCertificateHashes: options.serverCertificateHashes };
+    this.#active = this.#choose();
     for (const ch of options.channels ?? []) this.#channels.add(checkChannel(ch));
     let positions = options.positions ?? new Map();
     if (typeof positions === "string") positions = parseCursor(positions, [...this.#channels]);
@@ -336,6 +369,8 @@ export class Herald {
 
   /** @returns {Transport} */
   get transport() { return this.#transport; }
+  /** The transport of the current (or last) connection: transport, or "ws" for a "webtransport" client that fell back. @returns {Transport} */
+  get activeTransport() { return this.#active; }
   /** @returns {State} */
   get state() { return this.#state; }
   /** The channels asked for (the user's own channel is subscribed as well). */
@@ -428,7 +463,7 @@ export class Herald {
       // mute it so that it stays hidden.
       this.#muted.add(channel);
       this.#positions.delete(channel);
-      if (this.#transport === "ws" && this.#conn?.open) this.#conn.send({ type: "unsubscribe", channel });
+      if (this.#duplex() && this.#conn?.open) this.#conn.send({ type: "unsubscribe", channel });
       return;
     }
     if (!this.#channels.delete(channel)) return;
@@ -438,8 +473,8 @@ export class Herald {
   }
 
   /**
-   * Publishes a message over the WebSocket connection (the only duplex
-   * transport in browsers; see httpPublish for the others). Resolves with
+   * Publishes a message over the WebSocket or WebTransport connection (the
+   * duplex transports in browsers; see httpPublish for the others). Resolves with
    * the message's ID once the server acknowledges it.
    * @param {string} channel
    * @param {unknown} data any JSON value
@@ -447,8 +482,8 @@ export class Herald {
    * @returns {Promise<string>}
    */
   publish(channel, data, { event, timeout = this.#publishTimeout } = {}) {
-    if (this.#transport !== "ws") {
-      return Promise.reject(new HeraldError("unsupported", `publish needs the WebSocket transport; ${this.#transport} is one-way (use httpPublish)`));
+    if (!this.#duplex()) {
+      return Promise.reject(new HeraldError("unsupported", `publish needs the WebSocket or WebTransport transport; ${this.#transport} is one-way (use httpPublish)`));
     }
     const conn = this.#conn;
     if (!conn || !conn.open || conn.dead) {
@@ -496,6 +531,7 @@ export class Herald {
         ended.dead = true;
         this.#failPending(ended, new HeraldError("disconnected", "the connection ended before the server acknowledged; the message may have been published"));
       }
+      if (cause.fallback) this.#wt.failed = true;
       const delay = cause.delay ?? backoffDelay(attempt++, this.#backoff);
       this.#setState("reconnecting", { attempt, delay, cause });
       await this.#sleep(delay);
@@ -538,13 +574,16 @@ export class Herald {
       this.#setState("connected", {});
       this.#reconcile();
     };
-    const url = new URL(PATHS[this.#transport], this.#url);
+    this.#active = this.#choose();
+    const url = new URL(PATHS[this.#active], this.#url);
     for (const ch of conn.channels) url.searchParams.append("channel", ch);
     // A cursor may only name the connection's channels: those asked for
     // and the user's own.
     const cursor = encodeCursor([...this.#positions].filter(([ch]) => conn.channels.has(ch) || this.#auto.has(ch)));
     if (cursor !== "") url.searchParams.set("since", cursor);
-    switch (this.#transport) {
+    switch (this.#active) {
+      case "webtransport":
+        return this.#openWT(url, token, conn, opened);
       case "stream":
         return this.#openStream(url, token, conn, opened);
       case "sse":
@@ -686,17 +725,7 @@ export class Herald {
       }
       if (!res.body) return { reason: "failed", message: "this browser cannot stream a response body" };
       opened();
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffered = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffered += value;
-        const end = buffered.lastIndexOf("\n");
-        if (end < 0) continue;
-        this.#receiveText(buffered.slice(0, end), conn);
-        buffered = buffered.slice(end + 1);
-      }
+      await this.#readLines(res.body, conn);
       return aborted ?? conn.advice ?? conn.endCause ?? { reason: "ended", message: "the stream ended" };
     } catch (err) {
       return aborted ?? conn.advice ?? { reason: "network", message: messageOf(err) };
@@ -704,6 +733,92 @@ export class Herald {
       conn.dead = true;
     }
   }
+
+  /**
+   * A WebTransport session (CONNECT /v1/wt, the token in the URL: the API
+   * sets no headers) and the one bidirectional stream it opens, carrying
+   * NDJSON commands and envelopes. A session that cannot open resolves
+   * with a fallback cause when no session has opened before.
+   * @param {URL} url @param {string} token @param {Connection} conn @param {() => void} opened
+   * @returns {Promise<Cause>}
+   */
+  async #openWT(url, token, conn, opened) {
+    url.searchParams.set("token", token);
+    /** @type {Cause | null} */
+    let aborted = null;
+    /** @type {any} */
+    let wt;
+    const fail = (/** @type {unknown} */ err) => ({
+      reason: "failed", fallback: !this.#wt.opened, delay: this.#wt.opened ? undefined : 0,
+      message: `could not open a WebTransport session: ${messageOf(err)}`,
+    });
+    try {
+      wt = new this.#WebTransport(url.href, this.#wtOptions);
+      wt.closed.catch(() => {}); // read below, or never
+      await wt.ready;
+    } catch (err) {
+      return fail(err);
+    }
+    this.#wt.opened = true;
+    conn.abort = (cause) => {
+      aborted ??= cause;
+      conn.dead = true;
+      try { wt.close({ closeCode: 0, reason: "" }); } catch { /* closed already */ }
+    };
+    try {
+      const stream = await wt.createBidirectionalStream();
+      const writer = stream.writable.getWriter();
+      const encoder = new TextEncoder();
+      const write = (/** @type {string} */ line) => writer.write(encoder.encode(line)).catch(() => {});
+      conn.send = (cmd) => {
+        if (conn.dead) return false;
+        write(JSON.stringify(cmd) + "\n");
+        return true;
+      };
+      write("\n"); // the server sees the stream at once
+      opened();
+      await this.#readLines(stream.readable, conn);
+    } catch (err) {
+      const info = await settled(wt.closed, 1000);
+      if (aborted) return aborted;
+      if (info && info.closeCode) {
+        return conn.advice ?? conn.endCause ?? {
+          reason: "closed", code: info.closeCode,
+          message: info.reason || CLOSE_TEXT[/** @type {keyof CLOSE_TEXT} */ (info.closeCode)] || "",
+        };
+      }
+      return conn.advice ?? conn.endCause ?? { reason: "network", message: messageOf(err) };
+    } finally {
+      conn.dead = true;
+    }
+    // The server ended the stream after its last line: close the session,
+    // which the server waits for.
+    try { wt.close({ closeCode: 0, reason: "" }); } catch { /* closed already */ }
+    return aborted ?? conn.advice ?? conn.endCause ?? { reason: "ended", message: "the WebTransport stream ended" };
+  }
+
+  /** Reads NDJSON envelopes from a byte stream until it ends. @param {ReadableStream} body @param {Connection} conn */
+  async #readLines(body, conn) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffered += value;
+      const end = buffered.lastIndexOf("\n");
+      if (end < 0) continue;
+      this.#receiveText(buffered.slice(0, end), conn);
+      buffered = buffered.slice(end + 1);
+    }
+  }
+
+  /** The transport the next connection uses. @returns {Transport} */
+  #choose() {
+    return chooseTransport(this.#transport, { hasWebTransport: typeof this.#WebTransport === "function", ...this.#wt });
+  }
+
+  /** Whether the current connection carries commands. */
+  #duplex() { return DUPLEX.has(this.#active); }
 
   // ---- receiving ----
 
@@ -814,7 +929,7 @@ export class Herald {
    * one-way stream reconnects at once with a new token and resumes.
    * @param {Connection} conn */
   #expiring(conn) {
-    if (this.#transport !== "ws") {
+    if (!this.#duplex()) {
       conn.abort({ reason: "expiring", delay: 0, message: "the token is expiring" });
       return;
     }
@@ -841,7 +956,7 @@ export class Herald {
       const since = this.#positions.get(ch);
       this.#positions.delete(ch);
       this.#emit("gap", { type: "gap", channel: ch, since, code: err.code, message: err.message });
-      if (this.#transport === "ws") conn.send({ type: "subscribe", channel: ch });
+      if (this.#duplex()) conn.send({ type: "subscribe", channel: ch });
       else conn.abort({ reason: "resubscribe", delay: 0, message: err.message });
       return;
     } else if (PERMANENT.has(err.code)) {
@@ -865,7 +980,7 @@ export class Herald {
   #reconcile() {
     const conn = this.#conn;
     if (!conn || !conn.open || conn.dead) return; // the next connection asks for the new set
-    if (this.#transport !== "ws") {
+    if (!this.#duplex()) {
       if (!sameSet(conn.channels, this.#channels)) conn.abort({ reason: "resubscribe", delay: 0, message: "the channels changed" });
       return;
     }
@@ -934,6 +1049,18 @@ function checkPosition(id) {
     throw new TypeError(`Herald: ${JSON.stringify(id)} is not a position (a message ID)`);
   }
   return id;
+}
+
+/**
+ * Resolves with what promise resolves with, or null if it rejects or takes
+ * longer than ms.
+ * @param {Promise<any>} promise @param {number} ms
+ */
+function settled(promise, ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), ms);
+    promise.then((v) => { clearTimeout(timer); resolve(v); }, () => { clearTimeout(timer); resolve(null); });
+  });
 }
 
 /** @param {unknown} v @returns {{user: string, conn: string}[]} the members of a presence field's list */

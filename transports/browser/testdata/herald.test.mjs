@@ -6,6 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   Herald, HeraldError, backoffDelay, compareIDs, encodeCursor, parseCursor, parseEnvelopes, httpPublish, DEFAULT_BACKOFF,
+  chooseTransport,
 } from "../static/herald.js";
 
 const fast = { min: 1, max: 4, factor: 2 };
@@ -482,6 +483,154 @@ test("httpPublish posts with the token and returns the ID or a HeraldError", asy
   assert.deepEqual(JSON.parse(seen[0][1].body), { channel: "news", event: "e", data: { a: 1 } });
   const refused = async () => new Response('{"error":{"code":"forbidden","message":"no"}}', { status: 403 });
   await assert.rejects(httpPublish({ url: "http://h", token: "t", channel: "x", data: 1, fetch: refused }), { code: "forbidden", status: 403 });
+});
+
+// ---- WebTransport ----
+
+/** A WebTransport session the test plays the server of: open() or
+ * refuse() it; its first bidirectional stream carries NDJSON. */
+class FakeWebTransport {
+  static all = [];
+  constructor(url, options) {
+    this.url = new URL(url);
+    this.options = options;
+    this.lines = []; // what the client wrote, parsed, blank lines skipped
+    this.ready = new Promise((resolve, reject) => { this.open = resolve; this.refuse = () => reject(new Error("WebTransportError: opening handshake failed")); });
+    this.closed = new Promise((resolve) => { this.markClosed = resolve; });
+    this.closedWith = null;
+    FakeWebTransport.all.push(this);
+  }
+  async createBidirectionalStream() {
+    let buffered = "";
+    const decoder = new TextDecoder();
+    const writable = new WritableStream({
+      write: (chunk) => {
+        buffered += decoder.decode(chunk);
+        let i;
+        while ((i = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, i);
+          buffered = buffered.slice(i + 1);
+          if (line.trim() !== "") this.lines.push(JSON.parse(line));
+        }
+      },
+    });
+    const readable = new ReadableStream({ start: (c) => { this.controller = c; } });
+    this.streamOpened = true;
+    return { readable, writable };
+  }
+  close(info) {
+    if (this.closedWith) return;
+    this.closedWith = info;
+    this.markClosed(info);
+    try { this.controller?.error(new Error("session closed")); } catch { /* ended */ }
+  }
+  // server side
+  write(...envelopes) { this.controller.enqueue(new TextEncoder().encode(envelopes.map((e) => JSON.stringify(e) + "\n").join(""))); }
+  end() { this.controller.close(); }
+  closeSession(closeCode, reason) {
+    this.closedWith = { closeCode, reason };
+    this.markClosed({ closeCode, reason });
+    this.controller.error(new Error("WebTransportError: session closed"));
+  }
+}
+
+test("chooseTransport: webtransport falls back to ws without the API or when a first session fails", () => {
+  const t = (transport, hasWebTransport, failed, opened) => chooseTransport(transport, { hasWebTransport, failed, opened });
+  assert.equal(t("webtransport", true, false, false), "webtransport");
+  assert.equal(t("webtransport", false, false, false), "ws", "typeof WebTransport === 'undefined'");
+  assert.equal(t("webtransport", true, true, false), "ws", "the first session failed to open");
+  assert.equal(t("webtransport", true, true, true), "webtransport", "a session opened before: retried on WebTransport");
+  for (const other of ["ws", "sse", "stream"]) assert.equal(t(other, false, true, false), other);
+});
+
+test("webtransport: without the API the client uses WebSocket", async () => {
+  FakeWebSocket.all = [];
+  const c = new Herald({ url: "https://h:8443/", transport: "webtransport", token: tokens(), channels: ["news"], backoff: fast, WebSocket: FakeWebSocket, WebTransport: undefined });
+  // Node has no WebTransport global, so none is found there either.
+  assert.equal(typeof globalThis.WebTransport, "undefined");
+  assert.equal(c.activeTransport, "ws");
+  c.connect();
+  await until(() => FakeWebSocket.all.length === 1);
+  assert.equal(FakeWebSocket.all[0].url.pathname, "/v1/ws");
+  assert.equal(c.transport, "webtransport");
+  c.close();
+});
+
+test("webtransport: a session that fails to open falls back to WebSocket at once; commands go over the stream", async () => {
+  FakeWebSocket.all = [];
+  FakeWebTransport.all = [];
+  const hashes = [{ algorithm: "sha-256", value: new Uint8Array(32) }];
+  const c = new Herald({ url: "https://h:8443/", transport: "webtransport", token: tokens(), channels: ["news"], backoff: { min: 5000, max: 5000, factor: 1 },
+    WebSocket: FakeWebSocket, WebTransport: FakeWebTransport, serverCertificateHashes: hashes });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebTransport.all.length === 1);
+  const wt = FakeWebTransport.all[0];
+  assert.equal(wt.url.pathname, "/v1/wt");
+  assert.equal(wt.url.protocol, "https:");
+  assert.equal(wt.url.searchParams.get("token"), "tok1", "the WebTransport API sets no headers: the token is in the URL");
+  assert.deepEqual(wt.url.searchParams.getAll("channel"), ["news"]);
+  assert.deepEqual(wt.options, { serverCertificateHashes: hashes });
+  wt.refuse();
+  // No backoff wait (5 s here): the fallback is immediate, with a new token.
+  await until(() => FakeWebSocket.all.length === 1, "the WebSocket fallback");
+  const ws = FakeWebSocket.all[0];
+  assert.equal(ws.token, "tok2");
+  assert.equal(c.activeTransport, "ws");
+  const cause = log.states.find((s) => s.state === "reconnecting").cause;
+  assert.equal(cause.fallback, true);
+  assert.equal(cause.delay, 0);
+  ws.accept();
+  ws.frame({ type: "subscribed", channel: "news", id: "1-0" });
+  c.subscribe("room.1");
+  assert.equal(ws.sent.at(-1).type, "subscribe", "WebSocket is duplex: a command");
+  c.close();
+});
+
+test("webtransport: NDJSON over the stream, commands, publish ack, resume on WebTransport after a session opened", async () => {
+  FakeWebSocket.all = [];
+  FakeWebTransport.all = [];
+  const c = new Herald({ url: "https://h:8443/", transport: "webtransport", token: tokens(), channels: ["news"], backoff: fast, WebSocket: FakeWebSocket, WebTransport: FakeWebTransport });
+  const log = record(c);
+  c.connect();
+  await until(() => FakeWebTransport.all.length === 1);
+  let wt = FakeWebTransport.all[0];
+  wt.open();
+  await until(() => c.state === "connected");
+  assert.equal(c.activeTransport, "webtransport");
+  wt.write({ type: "subscribed", channel: "news", id: "1-0" }, { type: "message", channel: "news", id: "2-0", data: 1, ts: 2 });
+  await until(() => log.messages.length === 1);
+  c.subscribe("room.1");
+  await until(() => wt.lines.some((l) => l.type === "subscribe" && l.channel === "room.1"), "a subscribe command on the stream");
+  const published = c.publish("room.1", { a: 1 });
+  await until(() => wt.lines.some((l) => l.type === "publish"));
+  const ref = wt.lines.find((l) => l.type === "publish").ref;
+  wt.write({ type: "ack", channel: "room.1", id: "3-0", ref });
+  assert.equal(await published, "3-0");
+
+  // The server closes the session as lagged: reconnect, on WebTransport
+  // again (one opened), resuming from the position.
+  wt.closeSession(4000, "lagged");
+  await until(() => FakeWebTransport.all.length === 2, "a reconnection");
+  const cause = log.states.filter((s) => s.state === "reconnecting").at(-1).cause;
+  assert.deepEqual([cause.reason, cause.code, cause.message], ["closed", 4000, "lagged"]);
+  wt = FakeWebTransport.all[1];
+  assert.equal(FakeWebSocket.all.length, 0, "no fallback once a session opened");
+  assert.match(wt.url.searchParams.get("since"), /news=2-0/);
+  wt.refuse(); // the server is down: backoff, still WebTransport
+  await until(() => FakeWebTransport.all.length === 3, "a retry");
+  assert.equal(FakeWebSocket.all.length, 0);
+  wt = FakeWebTransport.all[2];
+  wt.open();
+  await until(() => c.state === "connected");
+  // A drain: advice, then the end of the stream; the client closes the session.
+  wt.write({ type: "reconnect", code: "shutdown", delay: 1 });
+  wt.end();
+  await until(() => wt.closedWith !== null, "the client closing the ended session");
+  await until(() => FakeWebTransport.all.length === 4);
+  assert.equal(log.states.filter((s) => s.state === "reconnecting").at(-1).cause.reason, "advice");
+  c.close();
+  assert.ok(FakeWebTransport.all[3].closedWith === null || FakeWebTransport.all[3].closedWith.closeCode === 0);
 });
 
 // ---- presence ----

@@ -1,4 +1,4 @@
-package h3
+package wire
 
 import (
 	"bytes"
@@ -30,12 +30,12 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 }
 
 // readAll returns each line, "!" for a too-long one, and the final error.
-func readAll(l *lineReader) ([]string, error) {
+func readAll(l *LineReader) ([]string, error) {
 	var got []string
 	for {
-		line, err := l.next()
+		line, err := l.Next()
 		switch {
-		case errors.Is(err, errLineTooLong):
+		case errors.Is(err, ErrLineTooLong):
 			got = append(got, "!")
 		case err != nil:
 			return got, err
@@ -45,7 +45,7 @@ func readAll(l *lineReader) ([]string, error) {
 	}
 }
 
-// reference splits data as lineReader must.
+// reference splits data as LineReader must.
 func reference(data string, max int) []string {
 	var want []string
 	parts := strings.Split(data, "\n")
@@ -79,7 +79,7 @@ func TestLineReader(t *testing.T) {
 		{"grows past the first buffer", long + "\n" + long + "\n", 4096, []int{100}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := &lineReader{r: &chunkReader{data: []byte(tc.data), sizes: tc.sizes}, max: tc.max}
+			l := &LineReader{r: &chunkReader{data: []byte(tc.data), sizes: tc.sizes}, max: tc.max}
 			got, err := readAll(l)
 			if err != io.EOF {
 				t.Fatalf("end: %v", err)
@@ -96,14 +96,14 @@ func TestLineReader(t *testing.T) {
 // quiet stream keeps a small one.
 func TestLineReaderDropsBuffer(t *testing.T) {
 	data := strings.Repeat("y", 20000) + "\n" + "z\n"
-	l := &lineReader{r: &chunkReader{data: []byte(data), sizes: []int{30000, 1}}, max: 1 << 20}
-	if line, err := l.next(); err != nil || len(line) != 20000 {
+	l := &LineReader{r: &chunkReader{data: []byte(data), sizes: []int{30000, 1}}, max: 1 << 20}
+	if line, err := l.Next(); err != nil || len(line) != 20000 {
 		t.Fatalf("first line: %d bytes, %v", len(line), err)
 	}
-	if line, err := l.next(); err != nil || string(line) != "z" {
+	if line, err := l.Next(); err != nil || string(line) != "z" {
 		t.Fatalf("second line %q, %v", line, err)
 	}
-	if _, err := l.next(); err != io.EOF {
+	if _, err := l.Next(); err != io.EOF {
 		t.Fatal(err)
 	}
 	if len(l.buf) > keepLineBuf {
@@ -116,7 +116,7 @@ func FuzzLineReader(f *testing.F) {
 	f.Add([]byte(strings.Repeat("q", 700)+"\nz\n"), uint8(100), uint8(9), uint8(200))
 	f.Fuzz(func(t *testing.T, data []byte, max, s1, s2 uint8) {
 		sizes := []int{int(s1) + 1, int(s2) + 1}
-		l := &lineReader{r: &chunkReader{data: bytes.Clone(data), sizes: sizes}, max: int(max)}
+		l := &LineReader{r: &chunkReader{data: bytes.Clone(data), sizes: sizes}, max: int(max)}
 		got, err := readAll(l)
 		if err != io.EOF {
 			t.Fatalf("end: %v", err)

@@ -1,4 +1,4 @@
-package h3
+package wire
 
 import (
 	"bytes"
@@ -6,22 +6,22 @@ import (
 	"io"
 )
 
-// errLineTooLong reports a line over the limit; the reader then skips to
+// ErrLineTooLong reports a line over the limit; the reader then skips to
 // the next newline and goes on.
-var errLineTooLong = errors.New("h3: line too long")
+var ErrLineTooLong = errors.New("wire: line too long")
 
 const (
 	minLineBuf  = 512     // first buffer; most commands and envelopes fit
 	keepLineBuf = 4 << 10 // a larger buffer is dropped once emptied
 )
 
-// lineReader splits a stream into newline-terminated lines of at most max
+// LineReader splits a stream into newline-terminated lines of at most max
 // bytes. Unlike bufio.Reader it grows its buffer only as long lines need
 // and drops a grown buffer when it is empty again, so a quiet stream holds
 // minLineBuf bytes at most.
 //
-// A lineReader is owned by one goroutine.
-type lineReader struct {
+// A LineReader is owned by one goroutine.
+type LineReader struct {
 	r   io.Reader
 	max int // longest line, without its newline
 
@@ -32,11 +32,17 @@ type lineReader struct {
 	err        error // the read error to return once buf is used up
 }
 
-// next returns the next line without its "\n". The bytes are valid until
-// the next call. A line over max yields errLineTooLong once; the next call
+// NewLineReader returns a LineReader of r's lines of at most max bytes.
+func NewLineReader(r io.Reader, max int) LineReader { return LineReader{r: r, max: max} }
+
+// Max is the longest line the reader returns.
+func (l *LineReader) Max() int { return l.max }
+
+// Next returns the next line without its "\n". The bytes are valid until
+// the next call. A line over max yields ErrLineTooLong once; the next call
 // returns the line after it. A last line without "\n" is returned before
 // the read error (io.EOF at a clean end).
-func (l *lineReader) next() ([]byte, error) {
+func (l *LineReader) Next() ([]byte, error) {
 	if l.start == l.end {
 		l.start, l.end, l.scanned = 0, 0, 0
 		if len(l.buf) > keepLineBuf {
@@ -60,7 +66,7 @@ func (l *lineReader) next() ([]byte, error) {
 		} else if l.end-l.start > l.max {
 			l.skipping = true
 			l.start, l.end, l.scanned = 0, 0, 0
-			return nil, errLineTooLong
+			return nil, ErrLineTooLong
 		}
 		if l.err != nil {
 			if l.start < l.end && !l.skipping {
@@ -75,7 +81,7 @@ func (l *lineReader) next() ([]byte, error) {
 }
 
 // fill reads once into the free end of the buffer, making room first.
-func (l *lineReader) fill() {
+func (l *LineReader) fill() {
 	if l.start > 0 {
 		n := copy(l.buf, l.buf[l.start:l.end])
 		l.scanned -= l.start
