@@ -154,6 +154,7 @@ func causeKind(err error) string {
 	var idle *quic.IdleTimeoutError
 	var reset *quic.StatelessResetError
 	var hs *quic.HandshakeTimeoutError
+	var server *notify.Error
 	switch {
 	case errors.As(err, &idle):
 		return "QUIC idle timeout"
@@ -167,6 +168,9 @@ func causeKind(err error) string {
 		return "connection reset"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "end of stream"
+	case errors.As(err, &server):
+		// One per channel otherwise: the channel is in the text.
+		return "server error " + server.Code
 	}
 	msg := err.Error()
 	if len(msg) > 60 {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/heraldhq/herald/notify"
 )
 
 // TestFleetCloseBeforeDialTurn closes a fleet whose clients never got a
@@ -50,6 +52,7 @@ func TestCauseKind(t *testing.T) {
 		{fmt.Errorf("h3: read: %w", &quic.StatelessResetError{}), "QUIC stateless reset"},
 		{&net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNREFUSED)}, "connection refused (ICMP port unreachable, TCP RST)"},
 		{io.EOF, "end of stream"},
+		{fmt.Errorf(`client: channel "user:u12418": %w`, notify.ErrUnavailable), "server error unavailable"},
 		{errors.New(strings.Repeat("x", 100)), strings.Repeat("x", 60)},
 	} {
 		if got := causeKind(c.err); got != c.want {

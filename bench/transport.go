@@ -175,8 +175,11 @@ func (e *dialEnv) dialTCP(i int) func(ctx context.Context, network, addr string)
 // unreachable ends the connection — counted, closed with the connection.
 func (e *dialEnv) dialQUIC(i int) func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
 	return func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-		count := func(pc net.PacketConn) net.PacketConn { return countingPacketConn{pc, e.wire} }
-		conn, err := client.DialQUICConnected(ctx, &net.UDPAddr{IP: e.source(i)}, e.routed(addr, i), tlsCfg, cfg, count)
+		d := client.QUICDialer{
+			LocalAddr: &net.UDPAddr{IP: e.source(i)},
+			Wrap:      func(pc net.PacketConn) net.PacketConn { return countingPacketConn{pc, e.wire} },
+		}
+		conn, err := d.Dial(ctx, e.routed(addr, i), tlsCfg, cfg)
 		if err != nil {
 			return nil, err
 		}

@@ -118,11 +118,12 @@ type Config struct {
 	// again after a failed request), never concurrently by one Client.
 	// What it creates besides the connection (a socket, a quic.Transport)
 	// is its to close once the connection's Context is done: the client
-	// closes every connection it returned. nil means DialQUICConnected:
-	// a connected UDP socket per connection, which hears ICMP port
-	// unreachable from a dead server (see ConnectedUDP); a hook should
-	// keep that (DialQUICConnected with a wrap function) unless it has a
-	// reason not to. WebSocket and SSE ignore it.
+	// closes every connection it returned. nil means a zero QUICDialer's
+	// Dial: a connected UDP socket per connection, which hears ICMP port
+	// unreachable from a dead server (see ConnectedUDP), and liveness
+	// probes every second on it while the connection is silent; a hook
+	// should keep that (a QUICDialer with Wrap or LocalAddr set) unless it
+	// has a reason not to. WebSocket and SSE ignore it.
 	DialQUIC func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error)
 	// Header adds request headers (e.g. Origin) to every connection.
 	Header http.Header
@@ -153,49 +154,46 @@ type Backoff struct {
 }
 
 // DefaultQUICConfig returns the QUIC configuration an HTTP3 client uses
-// when Config.QUICConfig is nil: a keep-alive PING every second, a 3 s
-// idle timeout and a 3 s handshake idle timeout.
+// when Config.QUICConfig is nil: a keep-alive PING every 5 s, a 15 s idle
+// timeout and a 3 s handshake idle timeout.
 //
 // A server that dies without closing its connections cannot tell its QUIC
-// clients. How soon a client notices depends on what answers its next
-// packet — the keep-alive PING at the latest, at most KeepAlivePeriod
-// after the server's last packet:
+// clients; a client learns of it from what answers its next packet. The
+// default dialer (QUICDialer) sends a liveness probe every second on a
+// silent connection, so that the answer comes within about a second
+// whatever the keep-alive:
 //
 //   - the server's host, its port now closed (the process was killed or
 //     crashed): ICMP port unreachable, which the client's connected UDP
-//     socket hears (ConnectedUDP): the connection ends within about 1 s;
+//     socket hears (ConnectedUDP);
 //   - a process that took over the server's address and shares the reset
 //     key (a restarted instance, another behind the same UDP address of a
-//     load balancer: docs/deployment.md): a stateless reset, at once for
-//     a packet over 42 bytes (quic-go's floor; a bare PING is smaller, so
-//     an idle client waits for the idle timeout);
+//     load balancer: docs/deployment.md): a stateless reset;
 //   - nothing (the host or the path is gone, or ICMP is filtered): the
 //     idle timeout, counted from the client's first packet after the last
-//     it received (quic-go's rule): KeepAlivePeriod + MaxIdleTimeout =
-//     4 s. quic-go's client defaults (10 s, 30 s) take up to 40 s. The
-//     idle timeout in force is the smaller of the client's and the
-//     server's (Herald's is 2×heartbeat + write timeout, 60 s by default).
+//     it received (quic-go's rule): at most KeepAlivePeriod +
+//     MaxIdleTimeout = 20 s. quic-go's client defaults (10 s, 30 s) take up
+//     to 40 s. The idle timeout in force is the smaller of the client's and
+//     the server's (Herald's is 2×heartbeat + write timeout, 60 s by
+//     default).
 //
-// Why not shorter: at 500 ms / 1.5 s (the previous defaults), 15,000 QUIC
-// connections on a loaded two-core machine made 30,000 PINGs and as many
-// acknowledgements a second, and live connections whose acknowledgements
-// were late by 1.5 s were closed and reconnected for nothing: the fleet
-// never settled (docs/benchmarks.md). 3 s of silence is what a loaded
-// server is allowed; ICMP, not the timeout, finds the dead one.
+// Why not a shorter keep-alive, as before the probes (1 s / 3 s): a PING
+// draws an acknowledgement, and both cost each side a packet's full
+// processing; at 15,000 connections those rounds alone took about 60 % of
+// a core on each side of a two-core machine, and the fleet collapsed into
+// idle timeouts under a failover (docs/benchmarks.md). A probe draws
+// nothing from a live server. The keep-alive is left to what only it can
+// do: keep NAT bindings and find a vanished host.
 //
-// The costs: one PING and its acknowledgement every second on an idle
-// connection, about 55 bytes of UDP payload a round (25 out, 29 back,
-// measured), some 200 KB an hour, and a radio that rarely sleeps on a
-// phone; and a path that loses every packet for 3 s (a tunnel, a Wi-Fi
-// hand-over) ends the connection: the client reconnects and resumes from
-// its position, nothing is lost. A mobile app should supply a QUICConfig
-// (e.g. KeepAlivePeriod 5 s, MaxIdleTimeout 15 s: a killed server is then
-// noticed within 5 s, a vanished one within 20 s) to trade failover time
-// for battery and traffic.
+// The costs on an idle connection: a probe (44 bytes) every second and a
+// PING round (about 55 bytes) every 5 s, some 200 KB an hour, and a radio
+// that rarely sleeps on a phone. A mobile app should give its own
+// QUICDialer a longer Probe (or none) and a longer keep-alive, trading
+// failover time for battery and traffic.
 func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
-		KeepAlivePeriod:      time.Second,
-		MaxIdleTimeout:       3 * time.Second,
+		KeepAlivePeriod:      5 * time.Second,
+		MaxIdleTimeout:       15 * time.Second,
 		HandshakeIdleTimeout: 3 * time.Second,
 	}
 }

@@ -81,8 +81,8 @@ func TestQUICConfigDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != time.Second || q.MaxIdleTimeout != 3*time.Second || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
-		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 1s, 3s, 3s, false",
+	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != 5*time.Second || q.MaxIdleTimeout != 15*time.Second || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
+		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 5s, 15s, 3s, false",
 			q.KeepAlivePeriod, q.MaxIdleTimeout, q.HandshakeIdleTimeout, q.Allow0RTT)
 	}
 	mine := &quic.Config{MaxIdleTimeout: time.Minute}
@@ -202,13 +202,15 @@ func testQUICIdleTimeoutReconnects(t *testing.T, tr Transport) {
 
 // TestQUICDefaultsNoticeSilentServer: with DefaultQUICConfig (no
 // QUICConfig given) a server whose packets are all lost — its host or
-// path gone, no ICMP — is noticed within 4 s (a keep-alive period and the
-// idle timeout), not the server's
-// 60 s, and the client reconnects. The bound is generous: this is not a
-// speed test.
+// path gone, no ICMP, probes unanswered — is noticed within 20 s (a
+// keep-alive period and the idle timeout), not the server's 60 s, and the
+// client reconnects. The bound is generous: this is not a speed test.
 func TestQUICDefaultsNoticeSilentServer(t *testing.T) {
 	for _, tr := range []Transport{HTTP3, WebTransport} {
-		t.Run(string(tr), func(t *testing.T) { testQUICDefaultsNoticeSilentServer(t, tr) })
+		t.Run(string(tr), func(t *testing.T) {
+			t.Parallel()
+			testQUICDefaultsNoticeSilentServer(t, tr)
+		})
 	}
 }
 
@@ -220,13 +222,13 @@ func testQUICDefaultsNoticeSilentServer(t *testing.T, tr Transport) {
 	st, _ := runConnected(t, cfg)
 	d.socket(0).Muted.Store(true)
 	muted := time.Now()
-	down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+	def := DefaultQUICConfig()
+	down := st.waitWithin(t, "reconnecting", isPhase(Reconnecting), def.KeepAlivePeriod+def.MaxIdleTimeout+10*time.Second)
 	took := time.Since(muted)
 	var idleErr *quic.IdleTimeoutError
 	if !errors.As(down.Err, &idleErr) {
 		t.Errorf("reconnecting after %v; want a QUIC idle timeout", down.Err)
 	}
-	def := DefaultQUICConfig()
 	if bound := def.KeepAlivePeriod + def.MaxIdleTimeout; took > bound+5*time.Second {
 		t.Errorf("the silent server was noticed after %v; want within about %v", took, bound)
 	}
@@ -267,7 +269,7 @@ type resumeRecorder struct {
 }
 
 func (d *resumeRecorder) dial(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-	conn, err := DialQUICConnected(ctx, nil, *d.target.Load(), tlsCfg, cfg, nil)
+	conn, err := (&QUICDialer{}).Dial(ctx, *d.target.Load(), tlsCfg, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/notify/auth"
 	"github.com/heraldhq/herald/transports/devcert"
@@ -151,14 +153,15 @@ func (s *testServer) startH3Instance(tlsCfg *tls.Config) *h3Instance {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return s.serveH3(udp, tlsCfg)
+	return s.serveH3(udp, tlsCfg, nil)
 }
 
-// serveH3 serves HTTP/3 and WebTransport on udp with tlsCfg, as
-// cmd/herald does: one socket, one wt.Server.
-func (s *testServer) serveH3(udp *net.UDPConn, tlsCfg *tls.Config) *h3Instance {
+// serveH3 serves HTTP/3 and WebTransport on udp with tlsCfg and the
+// stateless reset key (nil: none), as cmd/herald does: one socket, one
+// wt.Server.
+func (s *testServer) serveH3(udp *net.UDPConn, tlsCfg *tls.Config, resetKey *quic.StatelessResetKey) *h3Instance {
 	srv := wt.NewServer(s.route, tlsCfg, s.wireCfg)
-	ln, err := h3.ListenQUIC(udp, tlsCfg, wt.QUICConfig(s.wireCfg), nil)
+	ln, err := h3.ListenQUIC(udp, tlsCfg, wt.QUICConfig(s.wireCfg), resetKey)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -194,7 +197,7 @@ func (s *testServer) restartH3() {
 	for i := 0; ; i++ {
 		udp, err := net.ListenUDP("udp", addr)
 		if err == nil {
-			s.h3 = s.serveH3(udp, s.h3.tls)
+			s.h3 = s.serveH3(udp, s.h3.tls, nil)
 			return
 		}
 		if i == 100 {
@@ -414,7 +417,13 @@ func (s *states) record(st State) {
 // waitFor returns the first state (from now on) that ok accepts.
 func (s *states) waitFor(t testing.TB, what string, ok func(State) bool) State {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
+	return s.waitWithin(t, what, ok, 10*time.Second)
+}
+
+// waitWithin is waitFor with another timeout.
+func (s *states) waitWithin(t testing.TB, what string, ok func(State) bool, d time.Duration) State {
+	t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case st := <-s.ch:
@@ -431,6 +440,16 @@ func (s *states) all() []State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]State(nil), s.list...)
+}
+
+// last is the latest state recorded.
+func (s *states) last() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.list) == 0 {
+		return State{}
+	}
+	return s.list[len(s.list)-1]
 }
 
 func isPhase(p Phase) func(State) bool { return func(s State) bool { return s.Phase == p } }

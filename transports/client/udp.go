@@ -74,41 +74,88 @@ func (c *ConnectedUDP) SetReadBuffer(n int) error             { return c.conn.Se
 func (c *ConnectedUDP) SetWriteBuffer(n int) error            { return c.conn.SetWriteBuffer(n) }
 func (c *ConnectedUDP) SyscallConn() (syscall.RawConn, error) { return c.conn.SyscallConn() }
 
-// DialQUICConnected opens a QUIC connection to addr on a ConnectedUDP
-// socket and a quic.Transport of its own, both closed when the
-// connection ends: the HTTP3 client's dialer when Config.DialQUIC is nil,
-// and a building block for a DialQUIC hook (wrap is then given the socket
-// to count or filter its datagrams; nil leaves it as it is). laddr is the
-// source address (nil: the kernel's choice).
-func DialQUICConnected(ctx context.Context, laddr *net.UDPAddr, addr string, tlsCfg *tls.Config, cfg *quic.Config, wrap func(net.PacketConn) net.PacketConn) (*quic.Conn, error) {
+// DefaultProbeInterval is how often a QUICDialer's socket sends a
+// liveness probe while its connection sends nothing else.
+const DefaultProbeInterval = time.Second
+
+// QUICDialer opens each QUIC connection on a ConnectedUDP socket and a
+// quic.Transport of its own, both closed when the connection ends. Its
+// Dial is the HTTP3 client's dialer when Config.DialQUIC is nil, and a
+// building block for a DialQUIC hook. The zero value is ready to use.
+//
+// The socket probes the server's liveness: when the connection has
+// written nothing for Probe, it sends one datagram of 44 bytes that
+// begins as the connection's last 1-RTT packet did (a short header with
+// the server's connection ID) and goes on with random bytes. What answers
+// it is what makes a dead server noticed in about Probe, whatever the QUIC
+// keep-alive period:
+//
+//   - the server, alive: nothing. quic-go finds the connection, fails to
+//     decrypt the datagram and drops it, as RFC 9000 has an endpoint do
+//     with a packet it cannot decrypt; no acknowledgement, so a probe
+//     costs the server one received datagram;
+//   - the server's host, its port now closed: ICMP port unreachable, which
+//     the connected socket turns into ECONNREFUSED on its next read or
+//     write (ConnectedUDP): the connection ends;
+//   - a process that took over the address and shares the stateless reset
+//     key (a restarted instance): a stateless reset, which quic-go sends
+//     for a packet over 42 bytes on an unknown connection ID (a keep-alive
+//     PING is smaller): the connection ends;
+//   - nothing (the host or the path is gone): the QUIC idle timeout
+//     decides, as without probes.
+//
+// A connection that is writing anyway (acknowledging deliveries, sending
+// commands) sends no probe: its own packets draw the same answers.
+type QUICDialer struct {
+	// LocalAddr is the source address; nil: the kernel's choice.
+	LocalAddr *net.UDPAddr
+	// Probe is the liveness probe's interval: DefaultProbeInterval when
+	// zero, no probes when negative.
+	Probe time.Duration
+	// Wrap, if set, is given the socket (to count or filter its
+	// datagrams); the probes go through what it returns, which must
+	// forward SetReadDeadline to the socket.
+	Wrap func(net.PacketConn) net.PacketConn
+}
+
+// Dial opens a QUIC connection to addr: the signature of Config.DialQUIC
+// and of http3.Transport's Dial.
+func (d *QUICDialer) Dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	udp, err := DialUDP(laddr, raddr)
+	udp, err := DialUDP(d.LocalAddr, raddr)
 	if err != nil {
 		return nil, err
 	}
 	var pc net.PacketConn = udp
-	if wrap != nil {
-		pc = wrap(udp)
+	if d.Wrap != nil {
+		pc = d.Wrap(udp)
+	}
+	every := d.Probe
+	if every == 0 {
+		every = DefaultProbeInterval
+	}
+	if every > 0 {
+		pc = newProber(pc, udp, raddr, every)
 	}
 	tr := &quic.Transport{Conn: pc}
 	conn, err := tr.DialEarly(ctx, raddr, tlsCfg, cfg)
 	if err != nil {
 		_ = tr.Close()
-		_ = udp.Close()
+		_ = pc.Close()
 		return nil, err
 	}
 	go func() {
 		<-conn.Context().Done()
 		_ = tr.Close()
-		_ = udp.Close()
+		_ = pc.Close()
 	}()
 	return conn, nil
 }
 
-// dialQUICDefault is DialQUICConnected from any source address.
+// dialQUICDefault is the zero QUICDialer's Dial.
 func dialQUICDefault(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
-	return DialQUICConnected(ctx, nil, addr, tlsCfg, cfg, nil)
+	return (&QUICDialer{}).Dial(ctx, addr, tlsCfg, cfg)
 }

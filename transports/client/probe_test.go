@@ -1,0 +1,221 @@
+package client
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/heraldhq/herald/transports/h3"
+)
+
+// quietQUIC has no keep-alive and a long idle timeout: whatever a test
+// sees within seconds comes from the probes.
+func quietQUIC() *quic.Config { return &quic.Config{MaxIdleTimeout: time.Minute} }
+
+// countingSocket counts datagrams both ways: a QUICDialer's Wrap.
+type countingSocket struct {
+	net.PacketConn
+	sent, recv *atomic.Int64
+}
+
+func (c countingSocket) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(p)
+	if err == nil {
+		c.recv.Add(1)
+	}
+	return n, a, err
+}
+
+func (c countingSocket) WriteTo(p []byte, a net.Addr) (int, error) {
+	n, err := c.PacketConn.WriteTo(p, a)
+	if err == nil {
+		c.sent.Add(1)
+	}
+	return n, err
+}
+
+// TestProbeNoticesDeadPort: an idle HTTP3 connection without keep-alives
+// notices a killed server (its port closed, the kernel answering ICMP)
+// through its liveness probe; without probes it sends nothing and notices
+// nothing.
+func TestProbeNoticesDeadPort(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		probe time.Duration
+	}{{"probes", 100 * time.Millisecond}, {"no probes", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startTestServer(t)
+			in := s.startH3Instance(&tls.Config{Certificates: []tls.Certificate{s.cert}})
+			cfg, _ := s.config(HTTP3, "42", "news")
+			cfg.URL = "https://" + in.addr
+			cfg.QUICConfig = quietQUIC()
+			cfg.DialQUIC = (&QUICDialer{Probe: tc.probe}).Dial
+			st, _ := runConnected(t, cfg)
+			time.Sleep(500 * time.Millisecond) // every packet acknowledged: the connection falls silent
+			_ = in.udp.Close()                 // the port is dead: no CONNECTION_CLOSE, ICMP from the kernel
+			died := time.Now()
+			if tc.probe < 0 {
+				time.Sleep(1500 * time.Millisecond)
+				if got := st.last(); got.Phase != Connected {
+					t.Fatalf("without probes the client went %v (%v); want still connected, knowing nothing", got.Phase, got.Err)
+				}
+				return
+			}
+			down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+			took := time.Since(died)
+			if !errors.Is(down.Err, syscall.ECONNREFUSED) {
+				t.Errorf("reconnecting after %v; want ECONNREFUSED (ICMP port unreachable)", down.Err)
+			}
+			if took > time.Second {
+				t.Errorf("the dead port was noticed after %v; want about the probe interval, %v", took, tc.probe)
+			}
+			t.Logf("dead port noticed after %v", took.Round(time.Millisecond))
+		})
+	}
+}
+
+// TestProbeMeetsStatelessReset: a server restarted on the same port with
+// the same reset key answers an idle client's probe with a stateless reset
+// (a keep-alive PING, 42 bytes or less, would get none); the client
+// reconnects to it and resumes. Another key: the reset is not valid and
+// the client notices nothing.
+func TestProbeMeetsStatelessReset(t *testing.T) {
+	key, err := h3.DeriveResetKey([]byte("a secret every instance shares, 32+ bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := h3.DeriveResetKey([]byte("the secret of another deployment, 32+ b."))
+	for _, tc := range []struct {
+		name  string
+		again *quic.StatelessResetKey
+	}{{"same key", key}, {"other key", other}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startTestServer(t)
+			tlsCfg := &tls.Config{Certificates: []tls.Certificate{s.cert}}
+			udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := s.serveH3(udp, tlsCfg, key)
+			t.Cleanup(in.stop)
+			cfg, _ := s.config(HTTP3, "42", "news")
+			cfg.URL = "https://" + in.addr
+			cfg.Since = "news=0-0"
+			cfg.QUICConfig = quietQUIC()
+			cfg.DialQUIC = (&QUICDialer{Probe: 100 * time.Millisecond}).Dial
+			st, c := runConnected(t, cfg)
+			s.publish("news", 1)
+			if n := number(t, next(t, c)); n != 1 {
+				t.Fatalf("got message %d; want 1", n)
+			}
+			time.Sleep(500 * time.Millisecond) // every packet acknowledged: the connection falls silent
+			_ = in.udp.Close()                 // killed: its connections vanish unannounced
+			again, err := net.ListenUDP("udp", udp.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			restarted := time.Now()
+			t.Cleanup(s.serveH3(again, tlsCfg, tc.again).stop)
+			s.publish("news", 2)
+			if tc.again != key {
+				time.Sleep(1500 * time.Millisecond)
+				if got := st.last(); got.Phase != Connected {
+					t.Fatalf("with another key the client went %v (%v); want still connected", got.Phase, got.Err)
+				}
+				return
+			}
+			down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
+			took := time.Since(restarted)
+			var reset *quic.StatelessResetError
+			if !errors.As(down.Err, &reset) {
+				t.Errorf("reconnecting after %v; want a stateless reset", down.Err)
+			}
+			if took > time.Second {
+				t.Errorf("the restart was noticed after %v; want about the probe interval", took)
+			}
+			if n := number(t, next(t, c)); n != 2 {
+				t.Fatalf("after the restart, got message %d; want 2", n)
+			}
+			t.Logf("restart noticed after %v", took.Round(time.Millisecond))
+		})
+	}
+}
+
+// TestProbeSilentOnLiveServer: a live server answers no probe (they cost
+// it a datagram each, no acknowledgement); a connection that is writing
+// sends none; and the connection stays well after probes.
+func TestProbeSilentOnLiveServer(t *testing.T) {
+	s := startTestServer(t)
+	cfg, _ := s.config(HTTP3, "42", "news")
+	cfg.QUICConfig = quietQUIC()
+	var sent, recv atomic.Int64
+	const every = 50 * time.Millisecond
+	cfg.DialQUIC = (&QUICDialer{Probe: every, Wrap: func(pc net.PacketConn) net.PacketConn {
+		return countingSocket{pc, &sent, &recv}
+	}}).Dial
+	st, c := runConnected(t, cfg)
+	time.Sleep(300 * time.Millisecond) // the handshake's last packets
+	sent0, recv0 := sent.Load(), recv.Load()
+	const window = time.Second
+	time.Sleep(window)
+	probes, answers := sent.Load()-sent0, recv.Load()-recv0
+	if want := int64(window / every / 2); probes < want {
+		t.Errorf("%d probes in %v; want at least %d (one per %v)", probes, window, want, every)
+	}
+	if answers != 0 {
+		t.Errorf("the server sent %d datagrams in answer to %d probes; want none", answers, probes)
+	}
+	if got := st.last(); got.Phase != Connected {
+		t.Fatalf("after the probes the client is %v (%v); want connected", got.Phase, got.Err)
+	}
+	s.publish("news", 1)
+	if n := number(t, next(t, c)); n != 1 {
+		t.Fatalf("got message %d; want 1", n)
+	}
+	t.Logf("%d probes in %v, %d answers", probes, window, answers)
+}
+
+// TestProbeWriteErrorEndsRead: when a probe's write is what meets the
+// kernel's ICMP error (it came first, so the blocked read will never see
+// it), the read that quic-go is blocked in returns that error.
+func TestProbeWriteErrorEndsRead(t *testing.T) {
+	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raddr := dead.LocalAddr().(*net.UDPAddr)
+	_ = dead.Close()
+	sock, err := DialUDP(nil, raddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProber(sock, sock, raddr, 20*time.Millisecond)
+	defer p.Close()
+	// A 1-RTT packet as quic-go writes one: it draws the ICMP error, which
+	// the probe's write then meets, no read being under way.
+	pkt := make([]byte, 40)
+	pkt[0] = 0x40
+	if _, err := p.WriteTo(pkt, raddr); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	read := make(chan error, 1)
+	go func() {
+		_, _, err := p.ReadFrom(make([]byte, 1500))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("read ended with %v; want ECONNREFUSED", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the read is still blocked: the probe's error was lost")
+	}
+}
