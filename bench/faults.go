@@ -223,7 +223,7 @@ func (r *runner) idle(ctx context.Context, cl *cluster, tr string, n int) *Resul
 
 // faultDrain is how long a fault scenario waits for clients to resume and
 // catch up: in the full run, with room for a client configured with
-// longer QUIC timeouts than client.DefaultQUICConfig's (3 s idle) and for
+// longer QUIC timeouts than client.DefaultQUICConfig's and for
 // the backoff of thousands of reconnections at once.
 func (r *runner) faultDrain() time.Duration {
 	if r.cfg.Quick {

@@ -44,11 +44,11 @@
 // a host or network path that vanished is noticed over TCP only by TCP
 // keep-alive, in minutes. A killed QUIC server (HTTP3, WebTransport, SSE over
 // HTTP/3)
-// sends no close. Its host's kernel answers the client's next packet (a
-// keep-alive at the latest) with ICMP port unreachable, which the HTTP3
-// dialer's connected UDP socket hears (ConnectedUDP): the connection ends
-// at once. A restarted server sharing the reset key answers with a
-// stateless reset instead. Where neither comes back (a host or path
+// sends no close. Its host's kernel answers the client's next packet (the
+// default dialer's liveness probe at the latest, a second into silence:
+// QUICDialer) with ICMP port unreachable, which the dialer's connected UDP
+// socket hears (ConnectedUDP): the connection ends at once. A restarted
+// server sharing the reset key answers with a stateless reset instead. Where neither comes back (a host or path
 // gone) the client notices at the QUIC idle timeout (DefaultQUICConfig:
 // keep-alive + idle timeout; quic-go's defaults take up to 40 s).
 // Config.QUICConfig changes it for HTTP3 and WebTransport; SSE over HTTP/3 takes its

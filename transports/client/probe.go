@@ -26,6 +26,12 @@ const (
 // (ECONNREFUSED: the kernel's ICMP reached the write first) makes the next
 // read fail with that error, as if the read had met it: quic-go then ends
 // the connection.
+//
+// The probe is QUIC-shaped every time rather than a cheaper byte that a QUIC
+// stack discards unread: measured with 7,500 idle connections on one
+// quic-go server, a one-byte probe cost the server as much CPU (what a
+// datagram costs there is its receipt, about 20 µs of system calls and
+// scheduling on the bench machine) and could not elicit a reset.
 type prober struct {
 	net.PacketConn               // what quic-go reads and writes
 	sock           *ConnectedUDP // conn's socket, for buffer sizes and deadlines
