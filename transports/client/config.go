@@ -155,7 +155,7 @@ type Backoff struct {
 
 // DefaultQUICConfig returns the QUIC configuration an HTTP3 client uses
 // when Config.QUICConfig is nil: a keep-alive PING every 5 s, a 15 s idle
-// timeout and a 3 s handshake idle timeout.
+// timeout and a 10 s handshake idle timeout.
 //
 // A server that dies without closing its connections cannot tell its QUIC
 // clients; a client learns of it from what answers its next packet. The
@@ -185,6 +185,17 @@ type Backoff struct {
 // nothing from a live server. The keep-alive is left to what only it can
 // do: keep NAT bindings and find a vanished host.
 //
+// The handshake idle timeout is longer than quic-go's 5 s: a handshake
+// with a dead port fails at once (ICMP), so the timeout only ends
+// handshakes with a server that is slow or a host that is gone, and when a
+// whole fleet reconnects to the surviving instances, a handshake that
+// gives up after 3 s throws away the server's half-done work and comes
+// back for more. herald bench failover, h3, 15,000 clients, one run each
+// (docs/benchmarks.md): at 3 s the run counted 1,352 handshake timeouts
+// and 15,319 QUIC idle timeouts of connections starved by the backlog, and
+// the last client was back 45.7 s after the kill; at 10 s, 0 and 467, and
+// 25.1 s.
+//
 // The costs on an idle connection: a probe (44 bytes) every second and a
 // PING round (about 55 bytes) every 5 s, some 200 KB an hour, and a radio
 // that rarely sleeps on a phone. A mobile app should give its own
@@ -194,7 +205,7 @@ func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
 		KeepAlivePeriod:      5 * time.Second,
 		MaxIdleTimeout:       15 * time.Second,
-		HandshakeIdleTimeout: 3 * time.Second,
+		HandshakeIdleTimeout: 10 * time.Second,
 	}
 }
 

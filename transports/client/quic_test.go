@@ -81,8 +81,8 @@ func TestQUICConfigDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != 5*time.Second || q.MaxIdleTimeout != 15*time.Second || q.HandshakeIdleTimeout != 3*time.Second || q.Allow0RTT {
-		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 5s, 15s, 3s, false",
+	if q := c.cfg.QUICConfig; q.KeepAlivePeriod != 5*time.Second || q.MaxIdleTimeout != 15*time.Second || q.HandshakeIdleTimeout != 10*time.Second || q.Allow0RTT {
+		t.Errorf("default QUIC config: keep-alive %v, idle timeout %v, handshake idle timeout %v, 0-RTT %v; want 5s, 15s, 10s, false",
 			q.KeepAlivePeriod, q.MaxIdleTimeout, q.HandshakeIdleTimeout, q.Allow0RTT)
 	}
 	mine := &quic.Config{MaxIdleTimeout: time.Minute}
