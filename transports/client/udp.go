@@ -11,13 +11,13 @@ import (
 )
 
 // ConnectedUDP is a UDP socket connected to one server address, for a
-// quic.Transport that dials that server only: what DialQUIC and the
-// HTTP3 client's default dialer give every QUIC connection.
+// quic.Transport that dials that server only: what QUICDialer gives every
+// QUIC connection.
 //
 // Connected, the socket hears the kernel's ICMP "port unreachable" for
 // the server address: when the server process is gone (killed, crashed,
-// its port closed) the next packet the client sends — a keep-alive PING
-// at the latest — makes the socket's next read fail with
+// its port closed) the next packet the client sends — a liveness probe
+// (QUICDialer) at the latest — makes the socket's next read fail with
 // ECONNREFUSED, and quic-go then closes the connection at once instead of
 // waiting for the idle timeout. An unconnected socket (quic-go's own)
 // never sees that error. It changes nothing where no ICMP comes back (a
@@ -113,8 +113,7 @@ type QUICDialer struct {
 	// zero, no probes when negative.
 	Probe time.Duration
 	// Wrap, if set, is given the socket (to count or filter its
-	// datagrams); the probes go through what it returns, which must
-	// forward SetReadDeadline to the socket.
+	// datagrams); the probes go through what it returns.
 	Wrap func(net.PacketConn) net.PacketConn
 }
 
