@@ -40,6 +40,16 @@ func (c countingSocket) WriteTo(p []byte, a net.Addr) (int, error) {
 	return n, err
 }
 
+// stillConnected fails the test unless the client is connected 1.5 s on:
+// the control cases, where nothing should end the connection that soon.
+func stillConnected(t *testing.T, st *states, why string) {
+	t.Helper()
+	time.Sleep(1500 * time.Millisecond)
+	if got := st.last(); got.Phase != Connected {
+		t.Fatalf("%s the client went %v (%v); want still connected, knowing nothing", why, got.Phase, got.Err)
+	}
+}
+
 // TestProbeNoticesDeadPort: an idle HTTP3 connection without keep-alives
 // notices a killed server (its port closed, the kernel answering ICMP)
 // through its liveness probe; without probes it sends nothing and notices
@@ -61,10 +71,7 @@ func TestProbeNoticesDeadPort(t *testing.T) {
 			_ = in.udp.Close()                 // the port is dead: no CONNECTION_CLOSE, ICMP from the kernel
 			died := time.Now()
 			if tc.probe < 0 {
-				time.Sleep(1500 * time.Millisecond)
-				if got := st.last(); got.Phase != Connected {
-					t.Fatalf("without probes the client went %v (%v); want still connected, knowing nothing", got.Phase, got.Err)
-				}
+				stillConnected(t, st, "without probes")
 				return
 			}
 			down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
@@ -124,10 +131,7 @@ func TestProbeMeetsStatelessReset(t *testing.T) {
 			t.Cleanup(s.serveH3(again, tlsCfg, tc.again).stop)
 			s.publish("news", 2)
 			if tc.again != key {
-				time.Sleep(1500 * time.Millisecond)
-				if got := st.last(); got.Phase != Connected {
-					t.Fatalf("with another key the client went %v (%v); want still connected", got.Phase, got.Err)
-				}
+				stillConnected(t, st, "with another key")
 				return
 			}
 			down := st.waitFor(t, "reconnecting", isPhase(Reconnecting))
