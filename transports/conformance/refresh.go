@@ -19,7 +19,9 @@ const grace = 500 * time.Millisecond
 // token_expired, counted as such.
 func testTokenExpiry(t *testing.T, tr Transport) {
 	e := start(t, tr, setup{wire: wire.Config{TokenRefreshGrace: grace}})
-	exp := time.Now().Add(2 * grace)
+	// The expiry the token carries: ExpiringToken keeps milliseconds, so
+	// the server's deadline may come up to 1 ms before Now()+2×grace.
+	exp := time.UnixMilli(time.Now().Add(2 * grace).UnixMilli())
 	opened := time.Now()
 	r := newReader(t, e.dial(DialOptions{Token: ExpiringToken("bob", exp), Channels: []string{"news"}}), []string{"user:bob", "news"})
 	r.expect(notify.TypeSubscribed, "user:bob")
