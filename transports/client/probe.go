@@ -1,7 +1,6 @@
 package client
 
 import (
-	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -34,8 +33,7 @@ const (
 // scheduling on the bench machine) and could not elicit a reset.
 type prober struct {
 	net.PacketConn               // what quic-go reads and writes
-	sock           *ConnectedUDP // conn's socket, for buffer sizes and deadlines
-	raddr          net.Addr
+	sock           *ConnectedUDP // conn's socket: its server, buffer sizes and deadlines
 	every          time.Duration
 	epoch          time.Time    // monotonic origin of lastWrite
 	lastWrite      atomic.Int64 // nanoseconds since epoch of quic-go's last write
@@ -48,8 +46,8 @@ type prober struct {
 	timer *time.Timer     // guarded by mu
 }
 
-func newProber(conn net.PacketConn, sock *ConnectedUDP, raddr net.Addr, every time.Duration) *prober {
-	p := &prober{PacketConn: conn, sock: sock, raddr: raddr, every: every, epoch: time.Now()}
+func newProber(conn net.PacketConn, sock *ConnectedUDP, every time.Duration) *prober {
+	p := &prober{PacketConn: conn, sock: sock, every: every, epoch: time.Now()}
 	p.mu.Lock()
 	p.timer = time.AfterFunc(every, p.tick)
 	p.mu.Unlock()
@@ -109,12 +107,10 @@ func (p *prober) probe() {
 	if !ready { // no 1-RTT packet yet: the handshake has its own timers
 		return
 	}
-	for i := probeHead; i < probeSize; i += 8 {
-		var r [8]byte
-		binary.LittleEndian.PutUint64(r[:], rand.Uint64())
-		copy(buf[i:], r[:])
+	for i := probeHead; i < probeSize; i++ {
+		buf[i] = byte(rand.Uint32())
 	}
-	_, err := p.PacketConn.WriteTo(buf[:], p.raddr)
+	_, err := p.PacketConn.WriteTo(buf[:], p.sock.RemoteAddr())
 	if unreachable(err) {
 		p.failed.CompareAndSwap(nil, &err)
 		_ = p.sock.SetReadDeadline(time.Now())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/heraldhq/herald/internal/udptest"
 	"github.com/heraldhq/herald/transports/h3"
 )
 
@@ -18,26 +19,24 @@ import (
 // sees within seconds comes from the probes.
 func quietQUIC() *quic.Config { return &quic.Config{MaxIdleTimeout: time.Minute} }
 
-// countingSocket counts datagrams both ways: a QUICDialer's Wrap.
-type countingSocket struct {
-	net.PacketConn
-	sent, recv *atomic.Int64
-}
+// resetKey is the stateless reset key of the probe tests' servers, as
+// every cmd/herald instance has one (derived from --secret): a probe that
+// named a connection the server does not know would draw a reset.
+var resetKey, _ = h3.DeriveResetKey([]byte("a secret every instance shares, 32+ bytes"))
 
-func (c countingSocket) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, a, err := c.PacketConn.ReadFrom(p)
-	if err == nil {
-		c.recv.Add(1)
+// keyedConfig is s.config for transport tr on an HTTP/3 instance of its
+// own that has resetKey.
+func keyedConfig(t *testing.T, s *testServer, tr Transport) Config {
+	t.Helper()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return n, a, err
-}
-
-func (c countingSocket) WriteTo(p []byte, a net.Addr) (int, error) {
-	n, err := c.PacketConn.WriteTo(p, a)
-	if err == nil {
-		c.sent.Add(1)
-	}
-	return n, err
+	in := s.serveH3(udp, &tls.Config{Certificates: []tls.Certificate{s.cert}}, resetKey)
+	t.Cleanup(in.stop)
+	cfg, _ := s.config(tr, "42", "news")
+	cfg.URL = "https://" + in.addr
+	return cfg
 }
 
 // stillConnected fails the test unless the client is connected 1.5 s on:
@@ -93,10 +92,7 @@ func TestProbeNoticesDeadPort(t *testing.T) {
 // reconnects to it and resumes. Another key: the reset is not valid and
 // the client notices nothing.
 func TestProbeMeetsStatelessReset(t *testing.T) {
-	key, err := h3.DeriveResetKey([]byte("a secret every instance shares, 32+ bytes"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := resetKey
 	other, _ := h3.DeriveResetKey([]byte("the secret of another deployment, 32+ b."))
 	for _, tc := range []struct {
 		name  string
@@ -156,24 +152,28 @@ func TestProbeMeetsStatelessReset(t *testing.T) {
 // sends none; and the connection stays well after probes.
 func TestProbeSilentOnLiveServer(t *testing.T) {
 	s := startTestServer(t)
-	cfg, _ := s.config(HTTP3, "42", "news")
+	cfg := keyedConfig(t, s, HTTP3)
 	cfg.QUICConfig = quietQUIC()
-	var sent, recv atomic.Int64
+	var sock atomic.Pointer[udptest.Socket] // counts bytes both ways
 	const every = 50 * time.Millisecond
 	cfg.DialQUIC = (&QUICDialer{Probe: every, Wrap: func(pc net.PacketConn) net.PacketConn {
-		return countingSocket{pc, &sent, &recv}
+		s := &udptest.Socket{PacketConn: pc}
+		sock.Store(s)
+		return s
 	}}).Dial
 	st, c := runConnected(t, cfg)
 	time.Sleep(300 * time.Millisecond) // the handshake's last packets
-	sent0, recv0 := sent.Load(), recv.Load()
+	s0 := sock.Load()
+	sent0, recv0 := s0.Sent.Load(), s0.Recv.Load()
 	const window = time.Second
 	time.Sleep(window)
-	probes, answers := sent.Load()-sent0, recv.Load()-recv0
+	// Nothing but probes is written while the connection is silent.
+	probes, answers := (s0.Sent.Load()-sent0)/probeSize, s0.Recv.Load()-recv0
 	if want := int64(window / every / 2); probes < want {
 		t.Errorf("%d probes in %v; want at least %d (one per %v)", probes, window, want, every)
 	}
 	if answers != 0 {
-		t.Errorf("the server sent %d datagrams in answer to %d probes; want none", answers, probes)
+		t.Errorf("the server sent %d bytes in answer to %d probes; want none", answers, probes)
 	}
 	if got := st.last(); got.Phase != Connected {
 		t.Fatalf("after the probes the client is %v (%v); want connected", got.Phase, got.Err)
@@ -182,7 +182,7 @@ func TestProbeSilentOnLiveServer(t *testing.T) {
 	if n := number(t, next(t, c)); n != 1 {
 		t.Fatalf("got message %d; want 1", n)
 	}
-	t.Logf("%d probes in %v, %d answers", probes, window, answers)
+	t.Logf("%d probes in %v, %d bytes answered", probes, window, answers)
 }
 
 // TestProbeWriteErrorEndsRead: when a probe's write is what meets the
@@ -199,7 +199,7 @@ func TestProbeWriteErrorEndsRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newProber(sock, sock, raddr, 20*time.Millisecond)
+	p := newProber(sock, sock, 20*time.Millisecond)
 	defer p.Close()
 	// A 1-RTT packet as quic-go writes one: it draws the ICMP error, which
 	// the probe's write then meets, no read being under way.
@@ -221,5 +221,40 @@ func TestProbeWriteErrorEndsRead(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("the read is still blocked: the probe's error was lost")
+	}
+}
+
+// TestProbesBetweenDeliveries: probes every 5 ms, from the handshake on
+// (none is sent before a 1-RTT packet) and in the gaps between deliveries
+// spaced wider than that, on a connection that is acknowledging data:
+// every message arrives once and in order, and the connection is never
+// lost (a resume would hide a loss, so any reconnection fails the test).
+func TestProbesBetweenDeliveries(t *testing.T) {
+	for _, tr := range []Transport{HTTP3, WebTransport} {
+		t.Run(string(tr), func(t *testing.T) {
+			s := startTestServer(t)
+			cfg := keyedConfig(t, s, tr)
+			cfg.Since = "news=0-0" // everything, however soon it is published
+			cfg.QUICConfig = quietQUIC()
+			cfg.DialQUIC = (&QUICDialer{Probe: 5 * time.Millisecond}).Dial
+			st, c := runConnected(t, cfg)
+			const n = 40
+			go func() {
+				for i := 1; i <= n; i++ {
+					s.publish("news", i)
+					time.Sleep(time.Duration(10+i%3*10) * time.Millisecond) // 10, 20, 30 ms gaps
+				}
+			}()
+			for i := 1; i <= n; i++ {
+				if got := number(t, next(t, c)); got != i {
+					t.Fatalf("message %d arrived as number %d", i, got)
+				}
+			}
+			for _, state := range st.all() {
+				if state.Phase == Reconnecting {
+					t.Fatalf("the connection was lost while probing: %v", state.Err)
+				}
+			}
+		})
 	}
 }

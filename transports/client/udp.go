@@ -137,19 +137,25 @@ func (d *QUICDialer) Dial(ctx context.Context, addr string, tlsCfg *tls.Config, 
 		every = DefaultProbeInterval
 	}
 	if every > 0 {
-		pc = newProber(pc, udp, raddr, every)
+		pc = newProber(pc, udp, every)
+	}
+	// Closing pc stops the probes; the socket is closed as well, whatever
+	// Wrap's Close does.
+	release := func() {
+		_ = pc.Close()
+		_ = udp.Close()
 	}
 	tr := &quic.Transport{Conn: pc}
 	conn, err := tr.DialEarly(ctx, raddr, tlsCfg, cfg)
 	if err != nil {
 		_ = tr.Close()
-		_ = pc.Close()
+		release()
 		return nil, err
 	}
 	go func() {
 		<-conn.Context().Done()
 		_ = tr.Close()
-		_ = pc.Close()
+		release()
 	}()
 	return conn, nil
 }
